@@ -1,0 +1,46 @@
+# Everything a fresh machine needs is installed by these targets: the torch venv (libtorch comes
+# from the PyTorch wheel that tch 0.26 expects) and the release build.
+VENV ?= .venv
+TORCH_VERSION := 2.13.0
+PYTHON := $(VENV)/bin/python
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+CARGO ?= cargo
+MLET := target/release/mlet
+
+.PHONY: all venv build test bench smoke reproduce-fig5 fmt clippy clean
+
+all: build
+
+venv: $(TORCH_STAMP)
+
+$(TORCH_STAMP):
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	$(PYTHON) -c "import torch; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)', torch.__version__"
+	touch $@
+
+build: $(TORCH_STAMP)
+	$(CARGO) build --release
+
+test: $(TORCH_STAMP)
+	$(CARGO) test --release
+
+bench: build
+	$(CARGO) bench --bench sparse_step
+
+smoke: build
+	$(MLET) train experiments/smoke.yaml
+
+# Until the experiment grids land, the main job runs the smoke experiment end to end.
+reproduce-fig5: smoke
+
+fmt:
+	$(CARGO) fmt
+
+clippy: $(TORCH_STAMP)
+	$(CARGO) clippy --release --all-targets
+
+clean:
+	$(CARGO) clean

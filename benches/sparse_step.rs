@@ -1,0 +1,87 @@
+//! Training-step time of DLRM with one huge categorical field: 10^4 vs 10^7 rows, single-layer
+//! and MLET. With sparse embedding updates the step time must not grow with the table size.
+//!
+//! `make bench` (or `cargo bench --bench sparse_step`); prints the median of several timed steps.
+use std::time::Instant;
+use tch::{Device, Reduction, Tensor};
+
+use mlet::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, OptimizerConfig, TableInit};
+use mlet::data::Batch;
+use mlet::models::{CtrModel, InputShape};
+use mlet::training::{batch_tensors, Optimizer};
+
+const BATCH: usize = 128;
+const STEPS: usize = 60;
+const WARMUP: usize = 10;
+
+fn batch(step: usize, cards: &[usize]) -> Batch {
+    // a cheap deterministic pseudo-random stream (no timing noise from an RNG crate)
+    let mut x = (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut b = Batch {
+        size: BATCH,
+        ..Default::default()
+    };
+    for _ in 0..BATCH {
+        b.dense.extend((0..13).map(|_| (next() % 100) as f32 / 50.0));
+        b.cat.extend(cards.iter().map(|&n| (next() % n as u64) as i64));
+        b.label.push((next() % 4 == 0) as u8 as f32);
+    }
+    b
+}
+
+fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
+    tch::manual_seed(1);
+    // one field of `big_rows` plus 25 small ones, as Criteo has a few huge fields
+    let mut cards = vec![big_rows];
+    cards.extend(std::iter::repeat_n(100, 25));
+    let shape = InputShape {
+        num_dense: 13,
+        cardinalities: cards.clone(),
+    };
+    let emb = EmbeddingConfig {
+        dim: 16,
+        kind,
+        k: Some(64),
+        init_std: 0.25,
+        table_init: TableInit::UniformSqrtN,
+        table_std: 1e-4,
+    };
+    let model_cfg = ModelConfig::Dlrm {
+        bottom_mlp: vec![512, 256, 128],
+        top_mlp: vec![512, 256],
+    };
+    let model = CtrModel::new(&model_cfg, &emb, &shape, Device::Cpu).unwrap();
+    let mut opt = Optimizer::new(&OptimizerConfig::Sgd { lr: 0.2 }, &model.vs);
+    let mut times = Vec::new();
+    for step in 0..WARMUP + STEPS {
+        let b = batch(step, &cards);
+        let start = Instant::now();
+        let (dense, labels, index) = batch_tensors(&b, &model.embeddings, Device::Cpu).unwrap();
+        let (logits, lookup) = model.forward(&dense, &index, true);
+        let loss = logits.binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, Reduction::Mean);
+        opt.zero_grad();
+        loss.backward();
+        opt.step(&model.embeddings.table, &lookup, &index);
+        if step >= WARMUP {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn main() {
+    println!("DLRM step, batch {BATCH}, d = 16, 26 fields, median of {STEPS} steps");
+    println!("{:<8} {:>12} {:>12} {:>8}", "kind", "10^4 rows", "10^7 rows", "ratio");
+    for (name, kind) in [("single", EmbeddingKind::Single), ("mlet-k64", EmbeddingKind::Mlet)] {
+        let small = median_step_ms(10_000, kind);
+        let big = median_step_ms(10_000_000, kind);
+        println!("{name:<8} {small:>10.2}ms {big:>10.2}ms {:>8.2}", big / small);
+    }
+}

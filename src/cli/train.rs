@@ -1,0 +1,98 @@
+//! `mlet train EXPERIMENT.yaml`: train the run(s) an experiment file lists.
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+use super::Verbosity;
+use crate::config::load_runs;
+use crate::experiments::{self, Outcome, Overrides};
+use crate::training::RunOptions;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Experiment file (YAML): data, model, embedding, optimizer, training, eval, output, and
+    /// optionally `runs:` (a list of named overrides of those settings).
+    pub experiment: PathBuf,
+    /// Train only the named run(s) of the file (repeatable).
+    #[arg(long = "run", value_name = "NAME")]
+    pub runs: Vec<String>,
+    /// Device: auto, cpu, cuda or cuda:N (overrides training.device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// libtorch intra-op threads (overrides training.threads).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Root of the run directories (overrides output).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Stop each run after this many batches (a quick check, not a real result).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Train again runs that already finished (the new run replaces the old when it completes).
+    #[arg(long)]
+    pub force: bool,
+    /// Print the results as JSON lines (one per run) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: TrainArgs, verbosity: Verbosity) -> Result<()> {
+    let mut specs = load_runs(&args.experiment)?;
+    if !args.runs.is_empty() {
+        for name in &args.runs {
+            if !specs.iter().any(|s| &s.run == name) {
+                let known: Vec<&str> = specs.iter().map(|s| s.run.as_str()).collect();
+                bail!(
+                    "{}: no run named `{name}` (runs: {})",
+                    args.experiment.display(),
+                    known.join(", ")
+                );
+            }
+        }
+        specs.retain(|s| args.runs.contains(&s.run));
+    }
+    let overrides = Overrides {
+        device: args.device.clone(),
+        threads: args.threads,
+        output: args.output.clone(),
+        max_steps: args.max_steps,
+    };
+    for spec in &mut specs {
+        overrides.apply(spec);
+        if verbosity.verbose {
+            eprintln!("run {}:\n{}", spec.run, serde_yaml::to_string(&spec.config)?);
+        }
+    }
+    let opts = RunOptions {
+        quiet: verbosity.quiet,
+    };
+    let outcomes = experiments::run_all(&specs, args.force, &opts)?;
+    if !args.json {
+        println!(
+            "{:<24} {:>8} {:>10} {:>10} {:>10} {:>9}  dir",
+            "run", "state", "test AUC", "LogLoss", "valid AUC", "train s"
+        );
+    }
+    for outcome in &outcomes {
+        let (state, dir, m) = match outcome {
+            Outcome::Trained(d, m) => ("trained", d, m),
+            Outcome::Skipped(d, m) => ("finished", d, m),
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&**m)?);
+            continue;
+        }
+        let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.5}"));
+        println!(
+            "{:<24} {:>8} {:>10} {:>10} {:>10} {:>9.1}  {}",
+            m.run,
+            state,
+            fmt(m.test.map(|t| t.auc)),
+            fmt(m.test.map(|t| t.logloss)),
+            fmt(m.valid.map(|t| t.auc)),
+            m.train.seconds,
+            dir.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! The YAML experiment schema: serde structs, validation, and the expansion of a file into runs.
+//! Nothing here touches tensors.
+mod experiment;
+mod load;
+
+pub use experiment::*;
+pub use load::{load_runs, parse_runs, RunSpec};

@@ -1,0 +1,53 @@
+//! Host-side preparation of a batch's lookup: field-local indices → global rows, deduplicated.
+use anyhow::{bail, Result};
+use tch::{Device, Tensor};
+
+/// The distinct global rows a batch touches and, per (example, field), which of them it uses.
+pub struct LookupIndex {
+    pub batch: i64,
+    /// `[U]` sorted distinct global row ids.
+    pub unique: Tensor,
+    /// `[B·F]` positions into `unique`.
+    pub inverse: Tensor,
+}
+
+impl LookupIndex {
+    /// `local` is row-major `[batch, F]` with field-local indices; checked against the
+    /// cardinalities so that a corrupt cache is an error, not an out-of-bounds read in libtorch.
+    pub fn new(
+        local: &[i64],
+        offsets: &[i64],
+        cardinalities: &[i64],
+        device: Device,
+    ) -> Result<Self> {
+        let fields = offsets.len();
+        if fields == 0 || local.len() % fields != 0 {
+            bail!("{} indices do not form rows of {fields} fields", local.len());
+        }
+        let mut global: Vec<(i64, u32)> = Vec::with_capacity(local.len());
+        for (pos, &i) in local.iter().enumerate() {
+            let f = pos % fields;
+            if i < 0 || i >= cardinalities[f] {
+                bail!(
+                    "index {i} of field {f} is outside its vocabulary of {}",
+                    cardinalities[f]
+                );
+            }
+            global.push((i + offsets[f], pos as u32));
+        }
+        global.sort_unstable();
+        let mut unique: Vec<i64> = Vec::new();
+        let mut inverse = vec![0i64; local.len()];
+        for (row, pos) in global {
+            if unique.last() != Some(&row) {
+                unique.push(row);
+            }
+            inverse[pos as usize] = unique.len() as i64 - 1;
+        }
+        Ok(LookupIndex {
+            batch: (local.len() / fields) as i64,
+            unique: Tensor::from_slice(&unique).to_device(device),
+            inverse: Tensor::from_slice(&inverse).to_device(device),
+        })
+    }
+}

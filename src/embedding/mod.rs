@@ -1,0 +1,188 @@
+//! Embedding tables behind one interface: `[B, F]` field-local indices in, `[B, F, d]` out.
+//!
+//! All fields live in one table with per-field row offsets (TorchRec style), so a batch is
+//! looked up in one `index_select`. Two kinds, chosen by configuration:
+//! - `single`: the table is `[Σn, d]`;
+//! - `mlet`: the table is `[Σn, k]` and each field has a projection `P_f` (`[k, d]`); a lookup
+//!   of value `i` of field `f` is `T[i] · P_f`. `collapse()` multiplies them out into a plain
+//!   `[Σn, d]` table of the same size as a single-layer one.
+//!
+//! The big table is not an autograd leaf: each step gathers the rows the batch touches into a
+//! small leaf tensor, and the optimizer writes their update back with `index_add_`. A step thus
+//! costs in proportion to the rows it touches, never to the table size. The projections are
+//! ordinary dense parameters.
+mod index;
+mod init;
+
+pub use index::LookupIndex;
+
+use anyhow::{bail, Result};
+use tch::{nn, Kind, Tensor};
+
+use crate::config::{EmbeddingConfig, EmbeddingKind};
+
+/// VarStore names, also used by the optimizer to find the sparse table.
+pub const TABLE: &str = "table";
+pub const PROJECTION: &str = "projection";
+
+pub struct Embeddings {
+    dim: i64,
+    cardinalities: Vec<i64>,
+    offsets: Vec<i64>,
+    /// `[Σn, width]`; width is d for single-layer tables and k for MLET.
+    pub table: Tensor,
+    /// MLET's `[F, k, d]` projections.
+    pub projection: Option<Tensor>,
+}
+
+/// The output of a lookup plus the gathered rows, whose gradient is the table's sparse gradient.
+pub struct Lookup {
+    /// `[B, F, d]`.
+    pub output: Tensor,
+    /// `[U, width]` leaf holding the distinct rows of the batch (`LookupIndex::unique`).
+    pub rows: Tensor,
+}
+
+impl Embeddings {
+    /// Creates and initialises the tables under `path` (call `tch::manual_seed` first for
+    /// reproducible initialisation).
+    pub fn new(path: &nn::Path, cardinalities: &[usize], cfg: &EmbeddingConfig) -> Result<Self> {
+        if cardinalities.is_empty() {
+            bail!("the data set has no categorical fields");
+        }
+        if let Some(f) = cardinalities.iter().position(|&n| n == 0) {
+            bail!("categorical field {f} has cardinality 0");
+        }
+        let width = cfg.width() as i64;
+        if width == 0 || cfg.dim == 0 {
+            bail!("embedding dim and k must be at least 1");
+        }
+        let cardinalities: Vec<i64> = cardinalities.iter().map(|&n| n as i64).collect();
+        let offsets = offsets_of(&cardinalities);
+        let rows: i64 = cardinalities.iter().sum();
+        let table = path.zeros_no_train(TABLE, &[rows, width]);
+        tch::no_grad(|| {
+            for (&n, &off) in cardinalities.iter().zip(&offsets) {
+                init::fill_table(&table.narrow(0, off, n), cfg);
+            }
+        });
+        let projection = match cfg.kind {
+            EmbeddingKind::Single => None,
+            EmbeddingKind::Mlet => Some(path.randn(
+                PROJECTION,
+                &[cardinalities.len() as i64, width, cfg.dim as i64],
+                0.0,
+                cfg.init_std,
+            )),
+        };
+        Ok(Embeddings {
+            dim: cfg.dim as i64,
+            cardinalities,
+            offsets,
+            table,
+            projection,
+        })
+    }
+
+    pub fn dim(&self) -> i64 {
+        self.dim
+    }
+
+    pub fn num_fields(&self) -> usize {
+        self.cardinalities.len()
+    }
+
+    pub fn offsets(&self) -> &[i64] {
+        &self.offsets
+    }
+
+    pub fn cardinalities(&self) -> &[i64] {
+        &self.cardinalities
+    }
+
+    /// Looks up a batch through a fresh leaf of its distinct rows (the training path; under
+    /// `no_grad` it is also the evaluation path).
+    pub fn lookup(&self, index: &LookupIndex) -> Lookup {
+        let rows = self
+            .table
+            .index_select(0, &index.unique)
+            .detach()
+            .set_requires_grad(true);
+        let gathered = rows
+            .index_select(0, &index.inverse)
+            .view([index.batch, self.num_fields() as i64, -1]);
+        Lookup {
+            output: self.project(gathered),
+            rows,
+        }
+    }
+
+    /// Looks up `[B, F]` field-local indices held in a tensor (the export path: no host-side
+    /// deduplication, so it traces into TorchScript).
+    pub fn forward_local(&self, local: &Tensor) -> Tensor {
+        let offsets = Tensor::from_slice(&self.offsets).to_device(local.device());
+        let global = local + offsets.unsqueeze(0);
+        let (b, f) = (global.size()[0], global.size()[1]);
+        let gathered = self
+            .table
+            .index_select(0, &global.view([-1]))
+            .view([b, f, -1]);
+        self.project(gathered)
+    }
+
+    /// `[B, F, width]` → `[B, F, d]`: MLET's per-field projection; identity for single tables.
+    fn project(&self, gathered: Tensor) -> Tensor {
+        match &self.projection {
+            None => gathered,
+            Some(p) => Tensor::einsum("bfk,fkd->bfd", &[&gathered, p], None::<&[i64]>),
+        }
+    }
+
+    /// The plain `[Σn, d]` tables this embedding computes (`T_f · P_f` for MLET).
+    pub fn collapse(&self) -> Embeddings {
+        let table = tch::no_grad(|| match &self.projection {
+            None => self.table.copy(),
+            Some(p) => {
+                let parts: Vec<Tensor> = (0..self.num_fields())
+                    .map(|f| {
+                        let (off, n) = (self.offsets[f], self.cardinalities[f]);
+                        self.table.narrow(0, off, n).matmul(&p.get(f as i64))
+                    })
+                    .collect();
+                Tensor::cat(&parts, 0)
+            }
+        });
+        Embeddings {
+            dim: self.dim,
+            cardinalities: self.cardinalities.clone(),
+            offsets: self.offsets.clone(),
+            table,
+            projection: None,
+        }
+    }
+
+    /// Parameters held at training time (wide tables plus projections).
+    pub fn training_parameters(&self) -> i64 {
+        self.table.numel() as i64 + self.projection.as_ref().map_or(0, |p| p.numel() as i64)
+    }
+
+    /// Parameters of the collapsed, inference-time tables: Σn · d.
+    pub fn inference_parameters(&self) -> i64 {
+        self.cardinalities.iter().sum::<i64>() * self.dim
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.table.kind()
+    }
+}
+
+fn offsets_of(cardinalities: &[i64]) -> Vec<i64> {
+    cardinalities
+        .iter()
+        .scan(0i64, |acc, &n| {
+            let off = *acc;
+            *acc += n;
+            Some(off)
+        })
+        .collect()
+}

@@ -1,0 +1,15 @@
+//! `mlet`: multi-layer embedding training (MLET) for CTR models on libtorch.
+//!
+//! Data flows one way: `data` (raw files → memory-mapped cache → batches) → `embedding`
+//! (single-layer or MLET tables) → `models` (built from `layers`) → `training` (optimizer,
+//! loop, run directories) → `metrics`. `config` holds the YAML experiment schema and never
+//! touches tensors; `cli` turns command lines into calls of the library.
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod embedding;
+pub mod experiments;
+pub mod layers;
+pub mod metrics;
+pub mod models;
+pub mod training;

@@ -1,0 +1,43 @@
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use mlet::cli;
+
+/// Multi-layer embedding training (MLET) for CTR models on libtorch.
+#[derive(Parser)]
+#[command(name = "mlet", version, about, long_about = None)]
+struct Cli {
+    /// Print nothing but errors and final results.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print more detail (e.g. every run's settings).
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate, prepare and inspect data sets.
+    #[command(subcommand)]
+    Data(cli::data::DataCommand),
+    /// Train the run(s) of an experiment file and print their metrics.
+    Train(cli::train::TrainArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    let verbosity = cli::Verbosity::new(args.quiet, args.verbose);
+    let result = match args.command {
+        Command::Data(cmd) => cli::data::run(cmd, verbosity.quiet),
+        Command::Train(a) => cli::train::run(a, verbosity),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! DLRM (Naumov et al., 2019, arXiv:1906.00091) as configured in the MLET paper: a bottom MLP
+//! maps the dense features to width d, the dot interaction takes pairwise inner products of that
+//! vector and the F embeddings, and a top MLP maps [dense vector, products] to one logit.
+use anyhow::{bail, Result};
+use tch::{nn, nn::Module, Device, Tensor};
+
+use super::{InputShape, Network};
+use crate::layers::{DotInteraction, Mlp};
+
+pub struct Dlrm {
+    bottom: Mlp,
+    interaction: DotInteraction,
+    top: Mlp,
+}
+
+impl Dlrm {
+    pub fn new(
+        path: &nn::Path,
+        shape: &InputShape,
+        dim: usize,
+        bottom_hidden: &[usize],
+        top_hidden: &[usize],
+        device: Device,
+    ) -> Result<Dlrm> {
+        if shape.num_dense == 0 {
+            bail!("DLRM's bottom MLP needs dense features; this data set has none");
+        }
+        let fields = shape.cardinalities.len();
+        let bottom: Vec<usize> = std::iter::once(shape.num_dense)
+            .chain(bottom_hidden.iter().copied())
+            .chain(std::iter::once(dim))
+            .collect();
+        let top: Vec<usize> = std::iter::once(DotInteraction::output_width(fields, dim))
+            .chain(top_hidden.iter().copied())
+            .chain(std::iter::once(1))
+            .collect();
+        Ok(Dlrm {
+            // DLRM applies ReLU after the bottom MLP's last layer too.
+            bottom: Mlp::new(&(path / "bottom"), &bottom, true),
+            interaction: DotInteraction::new(fields, device),
+            top: Mlp::new(&(path / "top"), &top, false),
+        })
+    }
+}
+
+impl Network for Dlrm {
+    fn forward(&self, dense: &Tensor, emb: &Tensor, _train: bool) -> Tensor {
+        let x = self.bottom.forward(dense);
+        let z = self.interaction.forward(&x, emb);
+        self.top.forward(&z).squeeze_dim(1)
+    }
+}

@@ -1,0 +1,335 @@
+//! The training loop of one run and the evaluation after it.
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::{seq::SliceRandom, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Device, Kind, Reduction, Tensor};
+
+use super::{describe_device, parse_device, Optimizer, RunDir};
+use crate::config::RunSpec;
+use crate::data::{Batch, Dataset, Split, SplitData};
+use crate::embedding::{Embeddings, LookupIndex};
+use crate::metrics::{self, Metrics};
+use crate::models::{CtrModel, InputShape};
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// No progress output at all.
+    pub quiet: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub samples: usize,
+    /// Mean loss over the last logging interval.
+    pub final_loss: f64,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EmbeddingParams {
+    /// Parameters trained (MLET: Σn·k + F·k·d).
+    pub training: i64,
+    /// Parameters kept for inference after collapsing (Σn·d).
+    pub inference: i64,
+}
+
+/// Everything `metrics.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunMetrics {
+    pub experiment: String,
+    pub run: String,
+    pub valid: Option<Metrics>,
+    pub test: Option<Metrics>,
+    pub train: TrainSummary,
+    pub embedding_params: EmbeddingParams,
+    /// Largest |logit difference| between the trained and the collapsed model on test rows.
+    pub collapse_max_abs_diff: f64,
+    pub eval_seconds: f64,
+}
+
+/// Dense features, labels and the lookup index of a batch, on `device`.
+pub fn batch_tensors(
+    batch: &Batch,
+    embeddings: &Embeddings,
+    device: Device,
+) -> Result<(Tensor, Tensor, LookupIndex)> {
+    let b = batch.size as i64;
+    let dense = Tensor::from_slice(&batch.dense)
+        .view([b, -1])
+        .to_device(device);
+    let labels = Tensor::from_slice(&batch.label).to_device(device);
+    let index = LookupIndex::new(
+        &batch.cat,
+        embeddings.offsets(),
+        embeddings.cardinalities(),
+        device,
+    )?;
+    Ok((dense, labels, index))
+}
+
+/// Logits of `model` for the first `limit` rows of a split (all when `None`).
+pub fn predict(
+    model: &CtrModel,
+    split: &SplitData,
+    batch_size: usize,
+    limit: Option<usize>,
+    device: Device,
+) -> Result<Vec<f32>> {
+    let n = limit.map_or(split.len, |l| l.min(split.len));
+    let mut out = Vec::with_capacity(n);
+    let mut batch = Batch::default();
+    let rows: Vec<usize> = (0..n).collect();
+    tch::no_grad(|| -> Result<()> {
+        for chunk in rows.chunks(batch_size) {
+            split.gather(chunk, &mut batch);
+            let (dense, _, index) = batch_tensors(&batch, &model.embeddings, device)?;
+            let (logits, _) = model.forward(&dense, &index, false);
+            let logits = logits.to_kind(Kind::Float).to_device(Device::Cpu);
+            out.extend(Vec::<f32>::try_from(&logits)?);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Trains one run on `dataset`, evaluates it and publishes its run directory.
+pub fn train_run(spec: &RunSpec, dataset: &Dataset, opts: &RunOptions) -> Result<(PathBuf, RunMetrics)> {
+    let cfg = &spec.config;
+    let t = &cfg.training;
+    let device = parse_device(&t.device)?;
+    if let Some(n) = t.threads {
+        tch::set_num_threads(n as i32);
+    }
+    let final_dir = RunDir::path_for(&cfg.output, &cfg.name, &spec.run);
+    let run_dir = RunDir::begin(&final_dir)?;
+    std::fs::write(run_dir.dir().join("config.yaml"), serde_yaml::to_string(cfg)?)?;
+    run_dir.write_json(
+        "run.json",
+        &serde_json::json!({
+            "experiment": cfg.name,
+            "run": spec.run,
+            "seed": t.seed,
+            "device": describe_device(device),
+            "threads": tch::get_num_threads(),
+            "versions": super::versions(),
+            "data": {
+                "num_dense": dataset.num_dense(),
+                "cardinalities": dataset.cardinalities(),
+                "train_rows": dataset.split(Split::Train).len,
+            },
+        }),
+    )?;
+
+    tch::manual_seed(t.seed as i64);
+    let shape = InputShape {
+        num_dense: dataset.num_dense(),
+        cardinalities: dataset.cardinalities().to_vec(),
+    };
+    let mut model = CtrModel::new(&cfg.model, &cfg.embedding, &shape, device)?;
+    let mut optimizer = Optimizer::new(&cfg.optimizer, &model.vs);
+
+    let train = dataset.split(Split::Train);
+    if train.len == 0 {
+        bail!("the training split is empty");
+    }
+    let steps_per_epoch = train.len.div_ceil(t.batch_size);
+    let total_steps = t
+        .max_steps
+        .map_or(steps_per_epoch * t.epochs, |m| m.min(steps_per_epoch * t.epochs));
+    let progress = Progress::new(opts.quiet, total_steps, &format!("{}/{}", cfg.name, spec.run));
+    let mut log = std::io::BufWriter::new(
+        std::fs::File::create(run_dir.dir().join("train_log.csv"))
+            .context("cannot create the training log")?,
+    );
+    writeln!(log, "step,epoch,samples,loss,samples_per_s,elapsed_s")?;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(t.seed);
+    let mut order: Vec<usize> = (0..train.len).collect();
+    let mut batch = Batch::default();
+    let (mut step, mut samples) = (0usize, 0usize);
+    let (mut interval_loss, mut interval_steps, mut last_loss) = (0.0f64, 0usize, f64::NAN);
+    let started = Instant::now();
+    let mut interval_start = (Instant::now(), 0usize);
+    'epochs: for epoch in 0..t.epochs {
+        if t.shuffle {
+            order.shuffle(&mut rng);
+        }
+        for chunk in order.chunks(t.batch_size) {
+            if step >= total_steps {
+                break 'epochs;
+            }
+            train.gather(chunk, &mut batch);
+            let (dense, labels, index) = batch_tensors(&batch, &model.embeddings, device)?;
+            let (logits, lookup) = model.forward(&dense, &index, true);
+            let loss = logits.binary_cross_entropy_with_logits::<Tensor>(
+                &labels,
+                None,
+                None,
+                Reduction::Mean,
+            );
+            optimizer.zero_grad();
+            loss.backward();
+            let loss_value = loss.double_value(&[]);
+            if !loss_value.is_finite() {
+                progress.finish();
+                bail!(
+                    "training diverged: the loss is {loss_value} at step {} (epoch {}, {samples} \
+                     samples seen); try a smaller learning rate or embedding.init_std. The \
+                     partial run is in {}",
+                    step + 1,
+                    epoch + 1,
+                    run_dir.dir().display()
+                );
+            }
+            optimizer.step(&model.embeddings.table, &lookup, &index);
+            step += 1;
+            samples += batch.size;
+            interval_loss += loss_value;
+            interval_steps += 1;
+            if step % t.log_every == 0 || step == total_steps {
+                last_loss = interval_loss / interval_steps as f64;
+                let dt = interval_start.0.elapsed().as_secs_f64().max(1e-9);
+                let rate = (samples - interval_start.1) as f64 / dt;
+                let elapsed = started.elapsed().as_secs_f64();
+                writeln!(
+                    log,
+                    "{step},{},{samples},{last_loss:.6},{rate:.1},{elapsed:.3}",
+                    epoch + 1
+                )?;
+                log.flush()?;
+                progress.report(step, samples, last_loss, rate);
+                interval_loss = 0.0;
+                interval_steps = 0;
+                interval_start = (Instant::now(), samples);
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    progress.finish();
+    drop(log);
+
+    let eval_started = Instant::now();
+    let eval_split = |split: Split| -> Result<Option<Metrics>> {
+        let data = dataset.split(split);
+        if data.len == 0 {
+            return Ok(None);
+        }
+        let logits = predict(&model, &data, cfg.eval.batch_size, None, device)?;
+        metrics::evaluate(&logits, data.label)
+            .map(Some)
+            .with_context(|| format!("evaluating the {split} split"))
+    };
+    let valid = eval_split(Split::Valid)?;
+    let test = eval_split(Split::Test)?;
+    let collapse_max_abs_diff = collapse_check(&mut model, dataset, cfg.eval.batch_size, device)?;
+    let eval_seconds = eval_started.elapsed().as_secs_f64();
+
+    model
+        .vs
+        .save(run_dir.dir().join("weights.safetensors"))
+        .context("cannot save the weights")?;
+    let metrics = RunMetrics {
+        experiment: cfg.name.clone(),
+        run: spec.run.clone(),
+        valid,
+        test,
+        train: TrainSummary {
+            steps: step,
+            samples,
+            final_loss: last_loss,
+            seconds,
+            samples_per_s: samples as f64 / seconds.max(1e-9),
+        },
+        embedding_params: EmbeddingParams {
+            training: model.embeddings.training_parameters(),
+            inference: model.embeddings.inference_parameters(),
+        },
+        collapse_max_abs_diff,
+        eval_seconds,
+    };
+    // Written last: its presence marks a finished run.
+    run_dir.write_json(super::METRICS, &metrics)?;
+    let published = run_dir.finish()?;
+    Ok((published, metrics))
+}
+
+/// Predicts some test rows with the trained and with the collapsed embeddings.
+fn collapse_check(
+    model: &mut CtrModel,
+    dataset: &Dataset,
+    batch: usize,
+    device: Device,
+) -> Result<f64> {
+    let split = [Split::Test, Split::Valid, Split::Train]
+        .into_iter()
+        .map(|s| dataset.split(s))
+        .find(|s| s.len > 0)
+        .context("no rows to check the collapsed model on")?;
+    let trained = predict(model, &split, batch, Some(4096), device)?;
+    let trained_embeddings = std::mem::replace(&mut model.embeddings, model.embeddings.collapse());
+    let folded = predict(model, &split, batch, Some(4096), device);
+    model.embeddings = trained_embeddings;
+    let folded = folded?;
+    Ok(trained
+        .iter()
+        .zip(&folded)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .fold(0.0, f64::max))
+}
+
+/// A progress bar on a terminal, plain log lines on stderr otherwise, nothing when quiet.
+struct Progress {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    label: String,
+}
+
+impl Progress {
+    fn new(quiet: bool, total_steps: usize, label: &str) -> Progress {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = (!quiet && terminal).then(|| {
+            let bar = ProgressBar::with_draw_target(
+                Some(total_steps as u64),
+                ProgressDrawTarget::stderr(),
+            );
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {pos}/{len} steps {elapsed_precise} ETA {eta} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(label.to_string());
+            bar
+        });
+        Progress {
+            bar,
+            plain: !quiet && !terminal,
+            label: label.to_string(),
+        }
+    }
+
+    fn report(&self, step: usize, samples: usize, loss: f64, rate: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4} | {rate:.0} samples/s"));
+        } else if self.plain {
+            eprintln!(
+                "{}: step {step} samples {samples} loss {loss:.4} {rate:.0} samples/s",
+                self.label
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

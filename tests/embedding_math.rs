@@ -1,0 +1,184 @@
+//! The embedding layer against its definitions: collapse equivalence and the paper's update rule.
+use tch::{nn, Device, Kind, Reduction, Tensor};
+
+use mlet::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, OptimizerConfig, TableInit};
+use mlet::data::Batch;
+use mlet::embedding::{Embeddings, LookupIndex};
+use mlet::models::{CtrModel, InputShape};
+use mlet::training::{batch_tensors, Optimizer};
+
+fn mlet_config(dim: usize, k: usize, init_std: f64) -> EmbeddingConfig {
+    EmbeddingConfig {
+        dim,
+        kind: EmbeddingKind::Mlet,
+        k: Some(k),
+        init_std,
+        table_init: TableInit::Xavier,
+        table_std: 1e-4,
+    }
+}
+
+fn random_batch(size: usize, num_dense: usize, cards: &[usize], seed: u64) -> Batch {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut b = Batch {
+        size,
+        ..Default::default()
+    };
+    for _ in 0..size {
+        for _ in 0..num_dense {
+            b.dense.push(rng.gen_range(0.0..3.0));
+        }
+        for &n in cards {
+            // skewed so that some rows repeat within the batch
+            let u: f64 = rng.gen();
+            b.cat.push(((u * u * u) * n as f64) as i64);
+        }
+        b.label.push(rng.gen_bool(0.3) as u8 as f32);
+    }
+    b
+}
+
+#[test]
+fn collapsed_model_predicts_what_the_trained_mlet_model_predicts() {
+    tch::manual_seed(11);
+    let cards = vec![50, 7, 300, 3];
+    let shape = InputShape {
+        num_dense: 4,
+        cardinalities: cards.clone(),
+    };
+    let model_cfg = ModelConfig::Dlrm {
+        bottom_mlp: vec![16],
+        top_mlp: vec![32, 16],
+    };
+    let mut model = CtrModel::new(&model_cfg, &mlet_config(8, 32, 0.25), &shape, Device::Cpu).unwrap();
+    let mut opt = Optimizer::new(&OptimizerConfig::Sgd { lr: 0.1 }, &model.vs);
+    for step in 0..30 {
+        let batch = random_batch(64, 4, &cards, step);
+        let (dense, labels, index) = batch_tensors(&batch, &model.embeddings, Device::Cpu).unwrap();
+        let (logits, lookup) = model.forward(&dense, &index, true);
+        let loss = logits.binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, Reduction::Mean);
+        opt.zero_grad();
+        loss.backward();
+        opt.step(&model.embeddings.table, &lookup, &index);
+    }
+    let batch = random_batch(500, 4, &cards, 999);
+    let predict = |m: &CtrModel| {
+        tch::no_grad(|| {
+            let (dense, _, index) = batch_tensors(&batch, &m.embeddings, Device::Cpu).unwrap();
+            m.forward(&dense, &index, false).0
+        })
+    };
+    let trained = predict(&model);
+    let inference_size = model.embeddings.inference_parameters();
+    model.collapse();
+    let collapsed = predict(&model);
+    assert!(model.embeddings.projection.is_none());
+    assert_eq!(model.embeddings.table.size(), vec![360, 8]);
+    assert_eq!(model.embeddings.table.numel() as i64, inference_size);
+    let diff = (&trained - &collapsed).abs().max().double_value(&[]);
+    assert!(diff <= 1e-5, "max |logit difference| {diff}");
+    // the tensor path used by export agrees with the host-side lookup path
+    let local = Tensor::from_slice(&batch.cat).view([500, 4]);
+    let via_tensor = model.embeddings.forward_local(&local);
+    let (_, _, index) = batch_tensors(&batch, &model.embeddings, Device::Cpu).unwrap();
+    let via_index = model.embeddings.lookup(&index).output;
+    assert!(via_tensor.allclose(&via_index, 0.0, 0.0, false));
+}
+
+/// One SGD step on (T, P) per field, seen on the effective table E = T·P.
+fn effective_step(lr: f64) -> (Tensor, Tensor) {
+    tch::manual_seed(5);
+    let cards = [40usize, 25];
+    let vs = nn::VarStore::new(Device::Cpu);
+    let emb = Embeddings::new(&(vs.root() / "emb"), &cards, &mlet_config(4, 6, 0.5)).unwrap();
+    let mut opt = Optimizer::new(&OptimizerConfig::Sgd { lr }, &vs);
+    let batch = random_batch(16, 0, &cards, 7);
+    let target = Tensor::randn([16, 2, 4], (Kind::Float, Device::Cpu));
+    // a non-linear loss of the looked-up vectors
+    let loss_of = |out: &Tensor| (out.tanh() - &target).square().sum(Kind::Float);
+
+    let before = emb.collapse().table;
+    // G = dL/dE, from the collapsed table made a leaf
+    let e = before.detach().set_requires_grad(true);
+    let index = LookupIndex::new(&batch.cat, emb.offsets(), emb.cardinalities(), Device::Cpu).unwrap();
+    let out = e
+        .index_select(0, &index.unique)
+        .index_select(0, &index.inverse)
+        .view([16, 2, 4]);
+    loss_of(&out).backward();
+    let g = e.grad();
+
+    // predicted change: -lr (T Tᵀ G + G Pᵀ P) per field (Eq. 2 of paper 001, transposed)
+    let p = emb.projection.as_ref().unwrap().detach();
+    let mut predicted = Vec::new();
+    for (f, (&off, &n)) in emb.offsets().iter().zip(emb.cardinalities()).enumerate() {
+        let t = emb.table.narrow(0, off, n);
+        let gf = g.narrow(0, off, n);
+        let pf = p.get(f as i64);
+        predicted.push((t.matmul(&t.tr()).matmul(&gf) + gf.matmul(&pf.tr()).matmul(&pf)) * -lr);
+    }
+    let predicted = Tensor::cat(&predicted, 0);
+
+    let lookup = emb.lookup(&index);
+    opt.zero_grad();
+    loss_of(&lookup.output).backward();
+    opt.step(&emb.table, &lookup, &index);
+    let actual = emb.collapse().table - before;
+    (actual, predicted)
+}
+
+#[test]
+fn mlet_sgd_step_matches_equation_2_up_to_second_order() {
+    let err = |lr: f64| {
+        let (actual, predicted) = effective_step(lr);
+        let e = (&actual - &predicted).norm().double_value(&[]);
+        (e, predicted.norm().double_value(&[]), actual)
+    };
+    let (e1, size1, actual) = err(1e-2);
+    let (e2, _, _) = err(5e-3);
+    let (e3, _, _) = err(2.5e-3);
+    // the first-order term dominates and the remainder shrinks like lr²
+    assert!(e1 < 0.05 * size1, "error {e1} vs update size {size1}");
+    for (big, small) in [(e1, e2), (e2, e3)] {
+        let ratio = big / small;
+        assert!((3.0..5.0).contains(&ratio), "halving lr divided the error by {ratio}, not ~4");
+    }
+    // cross-category learning: rows no example touched moved too
+    let moved_rows = actual.abs().sum_dim_intlist(1, false, Kind::Float).gt(0.0).sum(Kind::Int64);
+    assert_eq!(moved_rows.int64_value(&[]), 65);
+}
+
+#[test]
+fn single_layer_step_touches_only_the_batch_rows() {
+    tch::manual_seed(2);
+    let cards = [1000usize];
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = EmbeddingConfig {
+        kind: EmbeddingKind::Single,
+        k: None,
+        ..mlet_config(4, 1, 0.1)
+    };
+    let emb = Embeddings::new(&(vs.root() / "emb"), &cards, &cfg).unwrap();
+    let mut opt = Optimizer::new(&OptimizerConfig::Sgd { lr: 0.5 }, &vs);
+    let before = emb.table.copy();
+    let cat = vec![3i64, 17, 3, 999];
+    let index = LookupIndex::new(&cat, emb.offsets(), emb.cardinalities(), Device::Cpu).unwrap();
+    let lookup = emb.lookup(&index);
+    opt.zero_grad();
+    lookup.output.square().sum(Kind::Float).backward();
+    opt.step(&emb.table, &lookup, &index);
+    let changed = (&emb.table - &before).abs().sum_dim_intlist(1, false, Kind::Float).gt(0.0);
+    let changed: Vec<bool> = Vec::<bool>::try_from(&changed).unwrap();
+    let rows: Vec<usize> = changed.iter().enumerate().filter(|(_, &c)| c).map(|(i, _)| i).collect();
+    assert_eq!(rows, vec![3, 17, 999]);
+    // row 3 appeared twice: its gradient is 2·(2·e) summed over both uses
+    let expected = &before.get(3) - &before.get(3) * (0.5 * 2.0 * 2.0);
+    assert!(emb.table.get(3).allclose(&expected, 1e-6, 1e-7, false));
+}
+
+#[test]
+fn out_of_range_index_is_an_error_not_a_crash() {
+    let err = LookupIndex::new(&[0, 5], &[0, 3], &[3, 4], Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("field 1"), "{err}");
+}
