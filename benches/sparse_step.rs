@@ -28,8 +28,10 @@ fn batch(step: usize, cards: &[usize]) -> Batch {
         ..Default::default()
     };
     for _ in 0..BATCH {
-        b.dense.extend((0..13).map(|_| (next() % 100) as f32 / 50.0));
-        b.cat.extend(cards.iter().map(|&n| (next() % n as u64) as i64));
+        b.dense
+            .extend((0..13).map(|_| (next() % 100) as f32 / 50.0));
+        b.cat
+            .extend(cards.iter().map(|&n| (next() % n as u64) as i64));
         b.label.push((next() % 4 == 0) as u8 as f32);
     }
     b
@@ -64,7 +66,8 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
         let start = Instant::now();
         let (dense, labels, index) = batch_tensors(&b, &model.embeddings, Device::Cpu).unwrap();
         let (logits, lookup) = model.forward(&dense, &index, true);
-        let loss = logits.binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, Reduction::Mean);
+        let loss =
+            logits.binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, Reduction::Mean);
         opt.zero_grad();
         loss.backward();
         opt.step(&model.embeddings.table, &lookup, &index);
@@ -78,10 +81,19 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
 
 fn main() {
     println!("DLRM step, batch {BATCH}, d = 16, 26 fields, median of {STEPS} steps");
-    println!("{:<8} {:>12} {:>12} {:>8}", "kind", "10^4 rows", "10^7 rows", "ratio");
-    for (name, kind) in [("single", EmbeddingKind::Single), ("mlet-k64", EmbeddingKind::Mlet)] {
+    println!(
+        "{:<8} {:>12} {:>12} {:>8}",
+        "kind", "10^4 rows", "10^7 rows", "ratio"
+    );
+    for (name, kind) in [
+        ("single", EmbeddingKind::Single),
+        ("mlet-k64", EmbeddingKind::Mlet),
+    ] {
         let small = median_step_ms(10_000, kind);
         let big = median_step_ms(10_000_000, kind);
-        println!("{name:<8} {small:>10.2}ms {big:>10.2}ms {:>8.2}", big / small);
+        println!(
+            "{name:<8} {small:>10.2}ms {big:>10.2}ms {:>8.2}",
+            big / small
+        );
     }
 }

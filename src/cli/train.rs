@@ -60,7 +60,11 @@ pub fn run(args: TrainArgs, verbosity: Verbosity) -> Result<()> {
     for spec in &mut specs {
         overrides.apply(spec);
         if verbosity.verbose {
-            eprintln!("run {}:\n{}", spec.run, serde_yaml::to_string(&spec.config)?);
+            eprintln!(
+                "run {}:\n{}",
+                spec.run,
+                serde_yaml::to_string(&spec.config)?
+            );
         }
     }
     let opts = RunOptions {

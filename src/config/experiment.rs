@@ -284,7 +284,9 @@ impl RunConfig {
         }
         match self.optimizer {
             OptimizerConfig::Sgd { lr } if !(lr.is_finite() && lr > 0.0) => {
-                return Err(format!("optimizer.lr: must be a positive number (got {lr})"));
+                return Err(format!(
+                    "optimizer.lr: must be a positive number (got {lr})"
+                ));
             }
             _ => {}
         }
@@ -309,7 +311,9 @@ impl RunConfig {
             return Err("data: give either `synthetic` or `raw`, not both".into());
         }
         if d.synthetic.is_none() && d.raw.is_none() && d.cache.is_none() {
-            return Err("data: give `synthetic`, `raw` (with `format`) or a prepared `cache`".into());
+            return Err(
+                "data: give `synthetic`, `raw` (with `format`) or a prepared `cache`".into(),
+            );
         }
         if d.raw.is_some() && d.format.is_none() {
             return Err("data.format: required with data.raw (criteo, avazu or csv)".into());

@@ -82,8 +82,7 @@ fn valid_run_name(s: &str) -> bool {
     !s.is_empty()
         && s != "."
         && s != ".."
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
@@ -117,7 +116,9 @@ embedding: {dim: 8}
 
     #[test]
     fn runs_override_the_base() {
-        let text = format!("{BASE}runs:\n  - name: a\n  - name: b\n    embedding: {{kind: mlet, k: 16}}\n");
+        let text = format!(
+            "{BASE}runs:\n  - name: a\n  - name: b\n    embedding: {{kind: mlet, k: 16}}\n"
+        );
         let runs = parse_runs(&text).unwrap();
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].config.embedding.width(), 8);
@@ -143,7 +144,10 @@ embedding: {dim: 8}
     fn k_zero_is_rejected() {
         let text = format!("{BASE}runs:\n  - name: m\n    embedding: {{kind: mlet, k: 0}}\n");
         let msg = format!("{:#}", parse_runs(&text).unwrap_err());
-        assert!(msg.contains("runs[0]") && msg.contains("embedding.k"), "{msg}");
+        assert!(
+            msg.contains("runs[0]") && msg.contains("embedding.k"),
+            "{msg}"
+        );
     }
 
     #[test]

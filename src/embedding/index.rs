@@ -3,6 +3,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Tensor};
 
 /// The distinct global rows a batch touches and, per (example, field), which of them it uses.
+#[derive(Debug)]
 pub struct LookupIndex {
     pub batch: i64,
     /// `[U]` sorted distinct global row ids.
@@ -22,7 +23,10 @@ impl LookupIndex {
     ) -> Result<Self> {
         let fields = offsets.len();
         if fields == 0 || local.len() % fields != 0 {
-            bail!("{} indices do not form rows of {fields} fields", local.len());
+            bail!(
+                "{} indices do not form rows of {fields} fields",
+                local.len()
+            );
         }
         let mut global: Vec<(i64, u32)> = Vec::with_capacity(local.len());
         for (pos, &i) in local.iter().enumerate() {

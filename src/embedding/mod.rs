@@ -60,7 +60,11 @@ impl Embeddings {
         let cardinalities: Vec<i64> = cardinalities.iter().map(|&n| n as i64).collect();
         let offsets = offsets_of(&cardinalities);
         let rows: i64 = cardinalities.iter().sum();
-        let table = path.zeros_no_train(TABLE, &[rows, width]);
+        let table = path.add(
+            TABLE,
+            Tensor::zeros([rows, width], (path.kind(), path.device())),
+            false,
+        );
         tch::no_grad(|| {
             for (&n, &off) in cardinalities.iter().zip(&offsets) {
                 init::fill_table(&table.narrow(0, off, n), cfg);
@@ -68,12 +72,11 @@ impl Embeddings {
         });
         let projection = match cfg.kind {
             EmbeddingKind::Single => None,
-            EmbeddingKind::Mlet => Some(path.randn(
-                PROJECTION,
-                &[cardinalities.len() as i64, width, cfg.dim as i64],
-                0.0,
-                cfg.init_std,
-            )),
+            EmbeddingKind::Mlet => {
+                let shape = [cardinalities.len() as i64, width, cfg.dim as i64];
+                let init = Tensor::randn(shape, (table.kind(), table.device())) * cfg.init_std;
+                Some(path.var_copy(PROJECTION, &init))
+            }
         };
         Ok(Embeddings {
             dim: cfg.dim as i64,
@@ -108,9 +111,9 @@ impl Embeddings {
             .index_select(0, &index.unique)
             .detach()
             .set_requires_grad(true);
-        let gathered = rows
-            .index_select(0, &index.inverse)
-            .view([index.batch, self.num_fields() as i64, -1]);
+        let gathered =
+            rows.index_select(0, &index.inverse)
+                .view([index.batch, self.num_fields() as i64, -1]);
         Lookup {
             output: self.project(gathered),
             rows,

@@ -13,10 +13,15 @@ pub fn cache_dir(data: &DataConfig) -> PathBuf {
     }
     let root = Path::new("data-cache");
     if let Some(s) = &data.synthetic {
-        return root.join(format!("synthetic-rows{}-seed{}-min{}", s.rows, s.seed, data.min_count));
+        return root.join(format!(
+            "synthetic-rows{}-seed{}-min{}",
+            s.rows, s.seed, data.min_count
+        ));
     }
     let raw = data.raw.as_deref().unwrap_or(Path::new("data"));
-    let stem = raw.file_stem().map_or("data".into(), |s| s.to_string_lossy().into_owned());
+    let stem = raw
+        .file_stem()
+        .map_or("data".into(), |s| s.to_string_lossy().into_owned());
     root.join(format!("{stem}-min{}", data.min_count))
 }
 
@@ -32,20 +37,29 @@ pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
             std::fs::create_dir_all(parent)?;
         }
         if !quiet {
-            eprintln!("generating {} synthetic rows into {}", synth.rows, raw.display());
+            eprintln!(
+                "generating {} synthetic rows into {}",
+                synth.rows,
+                raw.display()
+            );
         }
         data::write_synthetic(&raw, synth)?;
         (raw, InputFormat::Criteo, true)
     } else {
-        let raw = data
-            .raw
-            .clone()
-            .with_context(|| format!("data: no prepared cache at {} and no `raw` or `synthetic` source", cache.display()))?;
+        let raw = data.raw.clone().with_context(|| {
+            format!(
+                "data: no prepared cache at {} and no `raw` or `synthetic` source",
+                cache.display()
+            )
+        })?;
         let format = match data.format {
             Some(RawFormat::Criteo) => InputFormat::Criteo,
             Some(RawFormat::Avazu) => InputFormat::Avazu,
             Some(RawFormat::Csv) => InputFormat::Csv {
-                schema: data.schema.clone().context("data.schema: required with format csv")?,
+                schema: data
+                    .schema
+                    .clone()
+                    .context("data.schema: required with format csv")?,
             },
             None => anyhow::bail!("data.format: required with data.raw"),
         };
@@ -55,8 +69,11 @@ pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
         eprintln!("preparing {} into {}", input.display(), cache.display());
     }
     let split = match format {
-        InputFormat::Criteo => SplitRule::CriteoDays,
-        _ => SplitRule::default(),
+        InputFormat::Criteo => SplitRule::Days,
+        _ => SplitRule::Random {
+            valid_fraction: 0.05,
+            test_fraction: 0.05,
+        },
     };
     data::prepare(&PrepareOptions {
         input: input.clone(),

@@ -1,6 +1,7 @@
 //! A stack of linear layers with ReLU between them.
 use tch::{nn, nn::Module, Tensor};
 
+#[derive(Debug)]
 pub struct Mlp {
     layers: Vec<nn::Linear>,
     relu_last: bool,

@@ -150,7 +150,9 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         // scores on a coarse grid so that ties are frequent
-        let s: Vec<f32> = (0..300).map(|_| rng.gen_range(0..20) as f32 / 4.0).collect();
+        let s: Vec<f32> = (0..300)
+            .map(|_| rng.gen_range(0..20) as f32 / 4.0)
+            .collect();
         let y: Vec<f32> = s
             .iter()
             .map(|&v| (rng.gen::<f32>() < 0.2 + v / 10.0) as u8 as f32)
@@ -160,7 +162,13 @@ mod tests {
             for j in 0..s.len() {
                 if y[i] == 1.0 && y[j] == 0.0 {
                     pairs += 1.0;
-                    wins += if s[i] > s[j] { 1.0 } else if s[i] == s[j] { 0.5 } else { 0.0 };
+                    wins += if s[i] > s[j] {
+                        1.0
+                    } else if s[i] == s[j] {
+                        0.5
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
@@ -186,7 +194,7 @@ mod tests {
 
     #[test]
     fn logloss_matches_definition() {
-        let z = [2.0f32, -1.0, 0.0, 30.0];
+        let z = [2.0f32, -1.0, 0.0, 8.0];
         let y = [1.0f32, 0.0, 1.0, 0.0];
         let expected: f64 = z
             .iter()
@@ -198,6 +206,8 @@ mod tests {
             .sum::<f64>()
             / 4.0;
         assert!((logloss(&z, &y) - expected).abs() < 1e-9);
+        // saturated probabilities stay exact: -ln(1 - sigmoid(40)) = 40 + ln(1 + e^-40)
+        assert!((logloss(&[40.0], &[0.0]) - 40.0).abs() < 1e-12);
     }
 
     #[test]

@@ -3,7 +3,13 @@ use anyhow::{bail, Result};
 use tch::{Cuda, Device};
 
 pub fn parse_device(spec: &str) -> Result<Device> {
-    let cuda_count = || if Cuda::is_available() { Cuda::device_count() } else { 0 };
+    let cuda_count = || {
+        if Cuda::is_available() {
+            Cuda::device_count()
+        } else {
+            0
+        }
+    };
     match spec {
         "cpu" => Ok(Device::Cpu),
         "auto" => Ok(Device::cuda_if_available()),

@@ -40,7 +40,9 @@ impl Optimizer {
                     let g = p.grad();
                     if g.defined() {
                         let mut p = p.shallow_clone();
-                        let _ = p.f_sub_(&(g * lr)).expect("shapes of a parameter and its gradient agree");
+                        let _ = p
+                            .f_sub_(&(g * lr))
+                            .expect("shapes of a parameter and its gradient agree");
                     }
                 }
                 let g = lookup.rows.grad();

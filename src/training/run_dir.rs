@@ -67,9 +67,8 @@ impl RunDir {
             std::fs::rename(&self.partial, &self.final_path)?;
             std::fs::remove_dir_all(&old)?;
         } else {
-            std::fs::rename(&self.partial, &self.final_path).with_context(|| {
-                format!("cannot move the run to {}", self.final_path.display())
-            })?;
+            std::fs::rename(&self.partial, &self.final_path)
+                .with_context(|| format!("cannot move the run to {}", self.final_path.display()))?;
         }
         Ok(self.final_path)
     }
@@ -81,8 +80,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
-    let mut f = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;

@@ -99,7 +99,11 @@ pub fn predict(
 }
 
 /// Trains one run on `dataset`, evaluates it and publishes its run directory.
-pub fn train_run(spec: &RunSpec, dataset: &Dataset, opts: &RunOptions) -> Result<(PathBuf, RunMetrics)> {
+pub fn train_run(
+    spec: &RunSpec,
+    dataset: &Dataset,
+    opts: &RunOptions,
+) -> Result<(PathBuf, RunMetrics)> {
     let cfg = &spec.config;
     let t = &cfg.training;
     let device = parse_device(&t.device)?;
@@ -108,7 +112,10 @@ pub fn train_run(spec: &RunSpec, dataset: &Dataset, opts: &RunOptions) -> Result
     }
     let final_dir = RunDir::path_for(&cfg.output, &cfg.name, &spec.run);
     let run_dir = RunDir::begin(&final_dir)?;
-    std::fs::write(run_dir.dir().join("config.yaml"), serde_yaml::to_string(cfg)?)?;
+    std::fs::write(
+        run_dir.dir().join("config.yaml"),
+        serde_yaml::to_string(cfg)?,
+    )?;
     run_dir.write_json(
         "run.json",
         &serde_json::json!({
@@ -139,10 +146,14 @@ pub fn train_run(spec: &RunSpec, dataset: &Dataset, opts: &RunOptions) -> Result
         bail!("the training split is empty");
     }
     let steps_per_epoch = train.len.div_ceil(t.batch_size);
-    let total_steps = t
-        .max_steps
-        .map_or(steps_per_epoch * t.epochs, |m| m.min(steps_per_epoch * t.epochs));
-    let progress = Progress::new(opts.quiet, total_steps, &format!("{}/{}", cfg.name, spec.run));
+    let total_steps = t.max_steps.map_or(steps_per_epoch * t.epochs, |m| {
+        m.min(steps_per_epoch * t.epochs)
+    });
+    let progress = Progress::new(
+        opts.quiet,
+        total_steps,
+        &format!("{}/{}", cfg.name, spec.run),
+    );
     let mut log = std::io::BufWriter::new(
         std::fs::File::create(run_dir.dir().join("train_log.csv"))
             .context("cannot create the training log")?,
@@ -272,7 +283,8 @@ fn collapse_check(
         .find(|s| s.len > 0)
         .context("no rows to check the collapsed model on")?;
     let trained = predict(model, &split, batch, Some(4096), device)?;
-    let trained_embeddings = std::mem::replace(&mut model.embeddings, model.embeddings.collapse());
+    let collapsed = model.embeddings.collapse();
+    let trained_embeddings = std::mem::replace(&mut model.embeddings, collapsed);
     let folded = predict(model, &split, batch, Some(4096), device);
     model.embeddings = trained_embeddings;
     let folded = folded?;

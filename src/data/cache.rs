@@ -1,0 +1,404 @@
+//! The binary dataset cache: a directory of little-endian arrays plus `meta.json`, written once by
+//! `prepare` and memory-mapped by `Dataset::open` (zero-copy; the OS pages data in on demand).
+//! Layout in `docs/data.md`.
+use crate::data::atomic::PendingDir;
+use crate::data::split::{Split, SplitCounts, SplitRule};
+use anyhow::{bail, Context, Result};
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Bumped whenever the layout of the cache changes incompatibly.
+pub const CACHE_FORMAT_VERSION: u32 = 1;
+
+pub(crate) const META_FILE: &str = "meta.json";
+const FREQ_FILE: &str = "freq.u32";
+const DENSE_FILE: &str = "dense.f32";
+const CAT_FILE: &str = "cat.u32";
+const LABEL_FILE: &str = "label.f32";
+
+/// Contents of `meta.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CacheMeta {
+    pub format_version: u32,
+    /// The raw file, as given to `prepare`.
+    pub source: String,
+    pub source_bytes: u64,
+    /// "criteo", "avazu" or "csv".
+    pub format: String,
+    pub rows: SplitCounts,
+    pub num_dense: usize,
+    pub dense_names: Vec<String>,
+    pub field_names: Vec<String>,
+    /// Per field, vocabulary size + 1 (index 0 = out of vocabulary).
+    pub cardinalities: Vec<usize>,
+    pub min_count: u32,
+    pub split: SplitRule,
+    /// Seed of a random split (recorded, unused by the day split).
+    pub split_seed: u64,
+    /// Malformed lines skipped (only non-zero with skip_bad_lines).
+    pub skipped_lines: u64,
+    /// e.g. "mlet 0.1.0".
+    pub created_by: String,
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+impl CacheMeta {
+    pub fn num_fields(&self) -> usize {
+        self.field_names.len()
+    }
+
+    pub fn total_categories(&self) -> usize {
+        self.cardinalities.iter().sum()
+    }
+
+    fn check(&self, dir: &Path) -> Result<()> {
+        let m = dir.join(META_FILE);
+        if self.format_version != CACHE_FORMAT_VERSION {
+            bail!(
+                "{}: cache format version {} but this mlet reads version {}; re-run `mlet data \
+                 prepare`",
+                m.display(),
+                self.format_version,
+                CACHE_FORMAT_VERSION
+            );
+        }
+        if self.dense_names.len() != self.num_dense || self.cardinalities.len() != self.num_fields()
+        {
+            bail!(
+                "{}: inconsistent: num_dense {} with {} dense names, {} field names with {} \
+                 cardinalities",
+                m.display(),
+                self.num_dense,
+                self.dense_names.len(),
+                self.num_fields(),
+                self.cardinalities.len()
+            );
+        }
+        if let Some(i) = self.cardinalities.iter().position(|&c| c == 0) {
+            bail!(
+                "{}: field {} has cardinality 0; expected at least 1 (the OOV row)",
+                m.display(),
+                i
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A mapped file, or nothing for an empty one.
+enum Region {
+    Empty,
+    Map(Mmap),
+}
+
+impl Region {
+    fn open(path: &Path, expected_bytes: usize, what: &str) -> Result<Region> {
+        let file = File::open(path)
+            .with_context(|| format!("cannot open {} (the cache is incomplete)", path.display()))?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("cannot stat {}", path.display()))?
+            .len();
+        if len != expected_bytes as u64 {
+            bail!(
+                "{}: has {len} bytes, expected {expected_bytes} ({what}): the cache is truncated \
+                 or does not match its meta.json; re-run `mlet data prepare`",
+                path.display()
+            );
+        }
+        if len == 0 {
+            return Ok(Region::Empty);
+        }
+        // SAFETY: the cache is written once and never modified in place (prepare replaces the
+        // whole directory by rename); truncating it under a running reader is not supported.
+        let map = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("cannot memory-map {}", path.display()))?;
+        if map.as_ptr() as usize % 4 != 0 {
+            bail!("{}: mapping is not 4-byte aligned", path.display());
+        }
+        Ok(Region::Map(map))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Region::Empty => &[],
+            Region::Map(m) => m,
+        }
+    }
+
+    fn as_u32(&self) -> &[u32] {
+        let b = self.bytes();
+        // SAFETY: aligned (checked in open), length a multiple of 4 (size checked against meta),
+        // every bit pattern is a valid u32, and the cache is little-endian like the host.
+        unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u32>(), b.len() / 4) }
+    }
+
+    fn as_f32(&self) -> &[f32] {
+        let b = self.bytes();
+        // SAFETY: as in as_u32; every bit pattern is a valid f32.
+        unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<f32>(), b.len() / 4) }
+    }
+}
+
+struct SplitMaps {
+    dense: Region,
+    cat: Region,
+    label: Region,
+}
+
+/// An opened cache: `meta` plus memory-mapped arrays.
+pub struct Dataset {
+    pub meta: CacheMeta,
+    dir: PathBuf,
+    splits: [SplitMaps; 3],
+    freq: Region,
+    field_offsets: Vec<usize>,
+}
+
+/// Zero-copy view of one split. Row-major: `dense[r * num_dense + j]`, `cat[r * num_fields + f]`.
+#[derive(Clone, Copy)]
+pub struct SplitData<'a> {
+    pub len: usize,
+    pub dense: &'a [f32],
+    pub cat: &'a [u32],
+    pub label: &'a [f32],
+    pub num_dense: usize,
+    pub num_fields: usize,
+}
+
+impl<'a> SplitData<'a> {
+    pub fn row_dense(&self, row: usize) -> &'a [f32] {
+        &self.dense[row * self.num_dense..(row + 1) * self.num_dense]
+    }
+
+    pub fn row_cat(&self, row: usize) -> &'a [u32] {
+        &self.cat[row * self.num_fields..(row + 1) * self.num_fields]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Dataset {
+    /// Opens a cache directory, checking every file's size against `meta.json`.
+    pub fn open(dir: &Path) -> Result<Dataset> {
+        if cfg!(target_endian = "big") {
+            bail!("the dataset cache is little-endian and this host is big-endian");
+        }
+        let meta_path = dir.join(META_FILE);
+        let text = std::fs::read_to_string(&meta_path).with_context(|| {
+            format!(
+                "cannot read {} (is {} a dataset cache made by `mlet data prepare`?)",
+                meta_path.display(),
+                dir.display()
+            )
+        })?;
+        let meta: CacheMeta = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid cache metadata", meta_path.display()))?;
+        meta.check(dir)?;
+        let (nd, nf) = (meta.num_dense, meta.num_fields());
+        let open_split = |split: Split| -> Result<SplitMaps> {
+            let rows = meta.rows.get(split);
+            let sub = dir.join(split.name());
+            Ok(SplitMaps {
+                dense: Region::open(
+                    &sub.join(DENSE_FILE),
+                    rows * nd * 4,
+                    &format!("{rows} rows x {nd} dense x 4 bytes"),
+                )?,
+                cat: Region::open(
+                    &sub.join(CAT_FILE),
+                    rows * nf * 4,
+                    &format!("{rows} rows x {nf} fields x 4 bytes"),
+                )?,
+                label: Region::open(
+                    &sub.join(LABEL_FILE),
+                    rows * 4,
+                    &format!("{rows} rows x 4 bytes"),
+                )?,
+            })
+        };
+        let splits = [
+            open_split(Split::Train)?,
+            open_split(Split::Valid)?,
+            open_split(Split::Test)?,
+        ];
+        let total = meta.total_categories();
+        let freq = Region::open(
+            &dir.join(FREQ_FILE),
+            total * 4,
+            &format!("sum of cardinalities {total} x 4 bytes"),
+        )?;
+        let mut field_offsets = vec![0];
+        for &c in &meta.cardinalities {
+            field_offsets.push(field_offsets.last().copied().unwrap_or(0) + c);
+        }
+        Ok(Dataset {
+            meta,
+            dir: dir.to_path_buf(),
+            splits,
+            freq,
+            field_offsets,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn split(&self, split: Split) -> SplitData<'_> {
+        let maps = &self.splits[split.index()];
+        SplitData {
+            len: self.meta.rows.get(split),
+            dense: maps.dense.as_f32(),
+            cat: maps.cat.as_u32(),
+            label: maps.label.as_f32(),
+            num_dense: self.meta.num_dense,
+            num_fields: self.meta.num_fields(),
+        }
+    }
+
+    pub fn cardinalities(&self) -> &[usize] {
+        &self.meta.cardinalities
+    }
+
+    pub fn num_dense(&self) -> usize {
+        self.meta.num_dense
+    }
+
+    pub fn num_fields(&self) -> usize {
+        self.meta.num_fields()
+    }
+
+    /// Training counts of every category, fields concatenated in order (see `freq.u32`).
+    pub fn train_frequencies(&self) -> &[u32] {
+        self.freq.as_u32()
+    }
+
+    /// Training counts of one field's categories; index 0 counts rows mapped to OOV.
+    pub fn field_frequencies(&self, field: usize) -> &[u32] {
+        &self.freq.as_u32()[self.field_offsets[field]..self.field_offsets[field + 1]]
+    }
+
+    /// Full scan: every index below its field's cardinality, every label 0 or 1, every dense
+    /// value finite. `open` only checks sizes; this catches a corrupted cache.
+    pub fn verify(&self) -> Result<()> {
+        let cards = self.cardinalities();
+        for split in Split::ALL {
+            let d = self.split(split);
+            let file = |name: &str| self.dir.join(split.name()).join(name).display().to_string();
+            for (i, &v) in d.cat.iter().enumerate() {
+                let f = i % d.num_fields;
+                if v as usize >= cards[f] {
+                    bail!(
+                        "{}: row {}, field {f}: index {v} is not below the cardinality {}",
+                        file(CAT_FILE),
+                        i / d.num_fields,
+                        cards[f]
+                    );
+                }
+            }
+            if let Some(r) = d.label.iter().position(|&l| l != 0.0 && l != 1.0) {
+                bail!(
+                    "{}: row {r}: label {} is not 0 or 1",
+                    file(LABEL_FILE),
+                    d.label[r]
+                );
+            }
+            if let Some(i) = d.dense.iter().position(|x| !x.is_finite()) {
+                bail!(
+                    "{}: row {}: non-finite dense value",
+                    file(DENSE_FILE),
+                    i / d.num_dense.max(1)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+struct SplitWriter {
+    dense: BufWriter<File>,
+    cat: BufWriter<File>,
+    label: BufWriter<File>,
+}
+
+/// Streams rows into a temporary sibling of the output directory; `finish` renames it into place.
+pub(crate) struct CacheWriter {
+    dir: PendingDir,
+    splits: Vec<SplitWriter>,
+    buf: Vec<u8>,
+}
+
+const WRITE_BUF: usize = 1 << 20;
+
+impl CacheWriter {
+    pub(crate) fn create(out: &Path) -> Result<CacheWriter> {
+        let dir = PendingDir::new(out, META_FILE)?;
+        let mut splits = Vec::new();
+        for split in Split::ALL {
+            let sub = dir.tmp.join(split.name());
+            std::fs::create_dir(&sub)
+                .with_context(|| format!("cannot create {}", sub.display()))?;
+            let create = |name: &str| -> Result<BufWriter<File>> {
+                let p = sub.join(name);
+                let f =
+                    File::create(&p).with_context(|| format!("cannot create {}", p.display()))?;
+                Ok(BufWriter::with_capacity(WRITE_BUF, f))
+            };
+            splits.push(SplitWriter {
+                dense: create(DENSE_FILE)?,
+                cat: create(CAT_FILE)?,
+                label: create(LABEL_FILE)?,
+            });
+        }
+        Ok(CacheWriter {
+            dir,
+            splits,
+            buf: Vec::new(),
+        })
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        split: Split,
+        dense: &[f32],
+        cat: &[u32],
+        label: f32,
+    ) -> Result<()> {
+        let w = &mut self.splits[split.index()];
+        let buf = &mut self.buf;
+        buf.clear();
+        buf.extend(dense.iter().flat_map(|x| x.to_le_bytes()));
+        w.dense.write_all(buf)?;
+        buf.clear();
+        buf.extend(cat.iter().flat_map(|x| x.to_le_bytes()));
+        w.cat.write_all(buf)?;
+        w.label.write_all(&label.to_le_bytes())?;
+        Ok(())
+    }
+
+    pub(crate) fn finish(self, meta: &CacheMeta, freq: &[u32]) -> Result<()> {
+        let tmp = self.dir.tmp.clone();
+        for w in self.splits {
+            for mut f in [w.dense, w.cat, w.label] {
+                f.flush()?;
+                f.get_ref().sync_all()?;
+            }
+        }
+        let mut f = BufWriter::new(File::create(tmp.join(FREQ_FILE))?);
+        for &c in freq {
+            f.write_all(&c.to_le_bytes())?;
+        }
+        f.flush()?;
+        f.get_ref().sync_all()?;
+        let json = serde_json::to_string_pretty(meta)?;
+        std::fs::write(tmp.join(META_FILE), json + "\n")?;
+        self.dir.commit(META_FILE)
+    }
+}

@@ -1,0 +1,31 @@
+//! Data: raw files → memory-mapped dataset cache → batches. Knows nothing about models.
+//!
+//! `synth` writes Criteo-shaped raw files; `prepare` streams a raw file (Criteo TSV, Avazu CSV or a
+//! CSV/TSV described by a YAML schema) twice into a cache directory; `Dataset` memory-maps a cache
+//! and `SplitData::gather` copies rows into a reusable `Batch`. The cache layout is in
+//! `docs/data.md`.
+mod atomic;
+mod batch;
+mod cache;
+mod error;
+mod hash;
+mod lines;
+mod parse;
+mod prepare;
+mod schema;
+mod split;
+mod stats;
+mod synth;
+mod vocab;
+
+pub use batch::Batch;
+pub use cache::{CacheMeta, Dataset, SplitData, CACHE_FORMAT_VERSION};
+pub use error::InputError;
+pub use prepare::{prepare, PrepareOptions, PrepareReport};
+pub use schema::{ColumnRef, ColumnSpec, CsvSchema, InputFormat, Remaining, Transform};
+pub use split::{Split, SplitCounts, SplitRule};
+pub use stats::{cache_stats, CacheStats, FieldStats};
+pub use synth::{
+    synthetic_cardinalities, write_synthetic, SynthConfig, SynthRow, Synthesizer,
+    CRITEO_CARDINALITIES, CRITEO_ROWS,
+};

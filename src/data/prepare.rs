@@ -1,0 +1,322 @@
+//! `prepare`: raw file → dataset cache, in two streaming passes. Pass 1 parses every line, counts
+//! rows per split and training-split value occurrences (by hash); the vocabularies follow from the
+//! counts. Pass 2 parses again, maps values to indices and appends to the split arrays. The day
+//! split needs the number of data lines first, so it adds a byte-only line count before pass 1.
+use crate::data::cache::{CacheMeta, CacheWriter, CACHE_FORMAT_VERSION};
+use crate::data::error::{FieldError, InputError};
+use crate::data::lines::{count_lines, LineReader};
+use crate::data::parse::{LineParser, Record, Splitter};
+use crate::data::schema::{FormatPlan, InputFormat};
+use crate::data::split::{Assigner, Split, SplitCounts, SplitRule};
+use crate::data::vocab::ValueCounts;
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::fmt;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrepareOptions {
+    pub input: PathBuf,
+    pub format: InputFormat,
+    /// The cache directory to create (or replace, if it holds an older cache).
+    pub out: PathBuf,
+    /// Training occurrences a value needs to get its own index; rarer values map to 0 (OOV).
+    pub min_count: u32,
+    pub split: SplitRule,
+    /// Seed of a random split.
+    pub seed: u64,
+    /// Skip malformed lines (counting them) instead of failing on the first.
+    pub skip_bad_lines: bool,
+    /// Draw a progress bar on stderr (only if stderr is a terminal).
+    pub progress: bool,
+}
+
+impl PrepareOptions {
+    /// Defaults: min_count 1, the format's usual split (days for Criteo, random 90/5/5
+    /// otherwise), seed 0, fail on bad lines, no progress bar.
+    pub fn new(input: impl Into<PathBuf>, format: InputFormat, out: impl Into<PathBuf>) -> Self {
+        let split = match format {
+            InputFormat::Criteo => SplitRule::Days,
+            _ => SplitRule::random_default(),
+        };
+        PrepareOptions {
+            input: input.into(),
+            format,
+            out: out.into(),
+            min_count: 1,
+            split,
+            seed: 0,
+            skip_bad_lines: false,
+            progress: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PrepareReport {
+    pub input: PathBuf,
+    pub out: PathBuf,
+    pub rows: SplitCounts,
+    pub skipped_lines: u64,
+    pub num_dense: usize,
+    pub field_names: Vec<String>,
+    pub cardinalities: Vec<usize>,
+    pub seconds: f64,
+}
+
+impl fmt::Display for PrepareReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "prepared {} -> {}: {} train / {} valid / {} test rows, {} dense, {} fields, {} \
+             categories, {} bad lines skipped, {:.1}s",
+            self.input.display(),
+            self.out.display(),
+            self.rows.train,
+            self.rows.valid,
+            self.rows.test,
+            self.num_dense,
+            self.cardinalities.len(),
+            self.cardinalities.iter().sum::<usize>(),
+            self.skipped_lines,
+            self.seconds
+        )
+    }
+}
+
+pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
+    let started = Instant::now();
+    opts.split.validate()?;
+    let input = opts.input.as_path();
+    let plan = FormatPlan::load(&opts.format)?;
+    let size = std::fs::metadata(input)
+        .with_context(|| format!("cannot read {}", input.display()))?
+        .len();
+    if size == 0 {
+        return Err(InputError {
+            file: input.to_path_buf(),
+            line: 1,
+            column: 1,
+            column_name: None,
+            expected: "at least one data line".into(),
+            found: "an empty file".into(),
+        }
+        .into());
+    }
+    let days = opts.split == SplitRule::Days;
+    let bar = progress_bar(opts.progress, size * 2 + if days { size } else { 0 });
+
+    let data_lines = if days {
+        bar.set_message("counting lines");
+        let lines =
+            count_lines(input).with_context(|| format!("cannot read {}", input.display()))?;
+        bar.inc(size);
+        lines.saturating_sub(u64::from(plan.header))
+    } else {
+        0
+    };
+    let assigner = Assigner::new(&opts.split, opts.seed, data_lines);
+
+    bar.set_message("pass 1: vocabulary");
+    let mut pass = Pass::open(input, &plan, opts.skip_bad_lines, &bar)?;
+    let field_names = pass.parser.layout().field_names.clone();
+    let dense_names = pass.parser.layout().dense_names.clone();
+    let mut counts = ValueCounts::new(field_names.len());
+    let mut rows = SplitCounts::default();
+    while let Some((pos, rec)) = pass.next()? {
+        let split = assigner.assign(pos);
+        rows.bump(split);
+        if split == Split::Train {
+            counts.add(&rec.cats);
+        }
+    }
+    let skipped = pass.skipped;
+    if rows.total() == 0 {
+        bail!(
+            "{}: no data rows{}; expected at least one",
+            input.display(),
+            if skipped > 0 {
+                format!(" (all {skipped} lines were malformed and skipped)")
+            } else {
+                " after the header".to_string()
+            }
+        );
+    }
+    let vocab = counts.into_vocab(opts.min_count);
+
+    bar.set_message("pass 2: writing");
+    let mut writer = CacheWriter::create(&opts.out)?;
+    let mut pass = Pass::open(input, &plan, opts.skip_bad_lines, &bar)?;
+    let mut idx = vec![0u32; field_names.len()];
+    let mut rows2 = SplitCounts::default();
+    while let Some((pos, rec)) = pass.next()? {
+        let split = assigner.assign(pos);
+        rows2.bump(split);
+        vocab.map_row(&rec.cats, &mut idx);
+        writer
+            .push(split, &rec.dense, &idx, rec.label)
+            .with_context(|| format!("cannot write the cache for {}", opts.out.display()))?;
+    }
+    if rows2 != rows || pass.skipped != skipped {
+        bail!(
+            "{}: the file changed while it was being prepared (pass 1 saw {} rows, pass 2 {})",
+            input.display(),
+            rows.total(),
+            rows2.total()
+        );
+    }
+    let cardinalities = vocab.cardinalities();
+    let freq: Vec<u32> = vocab.freq.concat();
+    let meta = CacheMeta {
+        format_version: CACHE_FORMAT_VERSION,
+        source: input.display().to_string(),
+        source_bytes: size,
+        format: opts.format.name().to_string(),
+        rows,
+        num_dense: dense_names.len(),
+        dense_names,
+        field_names: field_names.clone(),
+        cardinalities: cardinalities.clone(),
+        min_count: opts.min_count.max(1),
+        split: opts.split.clone(),
+        split_seed: opts.seed,
+        skipped_lines: skipped,
+        created_by: format!("mlet {}", env!("CARGO_PKG_VERSION")),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    writer
+        .finish(&meta, &freq)
+        .with_context(|| format!("cannot write the cache {}", opts.out.display()))?;
+    bar.finish_and_clear();
+    Ok(PrepareReport {
+        input: input.to_path_buf(),
+        out: opts.out.clone(),
+        rows,
+        skipped_lines: skipped,
+        num_dense: meta.num_dense,
+        field_names,
+        cardinalities,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// One pass over the file: yields (data-line position, parsed record) for good lines, and fails
+/// or counts for bad ones.
+struct Pass<'b> {
+    file: PathBuf,
+    reader: LineReader,
+    parser: LineParser,
+    rec: Record,
+    /// The first line when it is data (no header): already read to learn the column count.
+    pending: Option<(Vec<u8>, bool)>,
+    next_pos: u64,
+    skip: bool,
+    skipped: u64,
+    bar: &'b ProgressBar,
+    bar_base: u64,
+}
+
+impl<'b> Pass<'b> {
+    fn open(path: &Path, plan: &FormatPlan, skip: bool, bar: &'b ProgressBar) -> Result<Pass<'b>> {
+        let read_err = || format!("cannot read {}", path.display());
+        let mut reader = LineReader::open(path).with_context(read_err)?;
+        let (first, terminated) = match reader.next_line().with_context(read_err)? {
+            Some(line) => {
+                let text = line.text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line.text);
+                (text.to_vec(), line.terminated)
+            }
+            None => bail!("{}: the file is empty", path.display()),
+        };
+        let mut splitter = Splitter::new(plan.delimiter, plan.quotes);
+        let columns = splitter
+            .split(&first)
+            .map_err(|e: FieldError| e.at(path, 1))?;
+        let (header, pending) = if plan.header {
+            (Some(splitter.columns_as_strings(&first)), None)
+        } else {
+            (None, Some((first, terminated)))
+        };
+        let parser = LineParser::new(plan.layout(header, columns, path)?);
+        Ok(Pass {
+            file: path.to_path_buf(),
+            rec: parser.new_record(),
+            reader,
+            parser,
+            pending,
+            next_pos: 0,
+            skip,
+            skipped: 0,
+            bar,
+            bar_base: bar.position(),
+        })
+    }
+
+    fn next(&mut self) -> Result<Option<(u64, &Record)>> {
+        loop {
+            if self.next_pos % 16_384 == 0 {
+                self.bar
+                    .set_position(self.bar_base + self.reader.bytes_read);
+            }
+            let owned;
+            let (text, number, terminated): (&[u8], u64, bool) = match self.pending.take() {
+                Some((line, terminated)) => {
+                    owned = line;
+                    (&owned, 1, terminated)
+                }
+                None => match self
+                    .reader
+                    .next_line()
+                    .with_context(|| format!("cannot read {}", self.file.display()))?
+                {
+                    Some(line) => (line.text, line.number, line.terminated),
+                    None => return Ok(None),
+                },
+            };
+            let pos = self.next_pos;
+            self.next_pos += 1;
+            let result = if terminated {
+                self.parser.parse(text, &mut self.rec)
+            } else {
+                let columns = self.parser.count_columns(text);
+                Err(FieldError {
+                    column: columns,
+                    column_name: self.parser.layout().column_names.get(columns - 1).cloned(),
+                    expected: "a newline at the end of the line (the file ends mid-line: is it \
+                               truncated?)"
+                        .into(),
+                    found: "the end of the file".into(),
+                })
+            };
+            match result {
+                Ok(()) => return Ok(Some((pos, &self.rec))),
+                Err(_) if self.skip => self.skipped += 1,
+                Err(e) => return Err(e.at(&self.file, number).into()),
+            }
+        }
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        self.bar
+            .set_position(self.bar_base + self.reader.bytes_read);
+    }
+}

@@ -1,0 +1,93 @@
+//! Per-field vocabularies built from training-split value counts. Values are keyed by the 64-bit
+//! hash of their bytes, so memory grows with the number of distinct values, never with the text.
+use crate::data::hash::HashKeyMap;
+
+/// Training-split occurrence counts, per field.
+pub(crate) struct ValueCounts {
+    maps: Vec<HashKeyMap<u32>>,
+}
+
+impl ValueCounts {
+    pub(crate) fn new(fields: usize) -> ValueCounts {
+        ValueCounts {
+            maps: (0..fields).map(|_| HashKeyMap::default()).collect(),
+        }
+    }
+
+    pub(crate) fn add(&mut self, cats: &[u64]) {
+        for (map, &h) in self.maps.iter_mut().zip(cats) {
+            let c = map.entry(h).or_insert(0);
+            *c = c.saturating_add(1);
+        }
+    }
+
+    /// Index 0 of every field is out-of-vocabulary; values seen at least `min_count` times get
+    /// 1, 2, ... in order of decreasing count (ties by hash, so the result is deterministic).
+    pub(crate) fn into_vocab(self, min_count: u32) -> Vocab {
+        let min_count = min_count.max(1);
+        let mut maps = Vec::with_capacity(self.maps.len());
+        let mut freq = Vec::with_capacity(self.maps.len());
+        for mut map in self.maps {
+            let mut kept: Vec<(u32, u64)> = Vec::new();
+            let mut oov = 0u32;
+            for (&h, &c) in &map {
+                if c >= min_count {
+                    kept.push((c, h));
+                } else {
+                    oov = oov.saturating_add(c);
+                }
+            }
+            kept.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            map.retain(|_, c| *c >= min_count);
+            let mut counts = Vec::with_capacity(kept.len() + 1);
+            counts.push(oov);
+            for (i, &(c, h)) in kept.iter().enumerate() {
+                map.insert(h, i as u32 + 1);
+                counts.push(c);
+            }
+            map.shrink_to_fit();
+            maps.push(map);
+            freq.push(counts);
+        }
+        Vocab { maps, freq }
+    }
+}
+
+pub(crate) struct Vocab {
+    maps: Vec<HashKeyMap<u32>>,
+    /// Per field: training count of each index (index 0 = rows mapped to OOV).
+    pub freq: Vec<Vec<u32>>,
+}
+
+impl Vocab {
+    pub(crate) fn cardinalities(&self) -> Vec<usize> {
+        self.freq.iter().map(Vec::len).collect()
+    }
+
+    /// Field-local indices of a row's values; unknown values map to 0.
+    pub(crate) fn map_row(&self, cats: &[u64], out: &mut [u32]) {
+        for ((o, map), h) in out.iter_mut().zip(&self.maps).zip(cats) {
+            *o = map.get(h).copied().unwrap_or(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_count_and_order() {
+        let mut counts = ValueCounts::new(1);
+        for h in [5u64, 5, 5, 7, 7, 9] {
+            counts.add(&[h]);
+        }
+        let vocab = counts.into_vocab(2);
+        assert_eq!(vocab.freq, vec![vec![1, 3, 2]]);
+        let mut out = [0u32];
+        for (h, want) in [(5u64, 1u32), (7, 2), (9, 0), (11, 0)] {
+            vocab.map_row(&[h], &mut out);
+            assert_eq!(out[0], want);
+        }
+    }
+}
