@@ -93,7 +93,7 @@ fn truncated_or_missing_cache_files_are_clear_errors() {
         .unwrap()
         .set_len(len - 4)
         .unwrap();
-    let msg = format!("{:#}", Dataset::open(&out).err().expect("error"));
+    let msg = format!("{:#}", Dataset::open(&out).expect_err("error"));
     assert!(
         msg.contains("valid/cat.u32")
             && msg.contains(&format!("expected {len}"))
@@ -101,9 +101,9 @@ fn truncated_or_missing_cache_files_are_clear_errors() {
         "{msg}"
     );
     fs::remove_file(&cat).unwrap();
-    let msg = format!("{:#}", Dataset::open(&out).err().expect("error"));
+    let msg = format!("{:#}", Dataset::open(&out).expect_err("error"));
     assert!(msg.contains("valid/cat.u32"), "{msg}");
-    let msg = format!("{:#}", Dataset::open(dir.path()).err().expect("error"));
+    let msg = format!("{:#}", Dataset::open(dir.path()).expect_err("error"));
     assert!(msg.contains("meta.json"), "{msg}");
 }
 
@@ -120,7 +120,7 @@ fn prepare_replaces_a_cache_but_not_other_directories() {
     fs::create_dir(&other).unwrap();
     fs::write(other.join("notes.txt"), "keep").unwrap();
     opts.out = other.clone();
-    let msg = format!("{:#}", prepare(&opts).err().expect("error"));
+    let msg = format!("{:#}", prepare(&opts).expect_err("error"));
     assert!(msg.contains("refusing"), "{msg}");
     assert!(other.join("notes.txt").exists());
 }

@@ -117,7 +117,7 @@ impl Region {
         // whole directory by rename); truncating it under a running reader is not supported.
         let map = unsafe { Mmap::map(&file) }
             .with_context(|| format!("cannot memory-map {}", path.display()))?;
-        if map.as_ptr() as usize % 4 != 0 {
+        if !(map.as_ptr() as usize).is_multiple_of(4) {
             bail!("{}: mapping is not 4-byte aligned", path.display());
         }
         Ok(Region::Map(map))
@@ -181,6 +181,15 @@ impl<'a> SplitData<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+impl std::fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataset")
+            .field("dir", &self.dir)
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 

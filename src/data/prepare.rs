@@ -271,7 +271,7 @@ impl<'b> Pass<'b> {
 
     fn next(&mut self) -> Result<Option<(u64, &Record)>> {
         loop {
-            if self.next_pos % 16_384 == 0 {
+            if self.next_pos.is_multiple_of(16_384) {
                 self.bar
                     .set_position(self.bar_base + self.reader.bytes_read);
             }

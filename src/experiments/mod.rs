@@ -120,6 +120,7 @@ impl Overrides {
 }
 
 /// What happened to one run.
+#[derive(Debug)]
 pub enum Outcome {
     Trained(PathBuf, Box<RunMetrics>),
     /// Already finished earlier; its metrics are read back.

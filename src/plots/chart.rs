@@ -1,7 +1,7 @@
 //! One line chart drawn with plotters onto any backend: lines with markers and ± error bars,
 //! dashed horizontal reference lines, ticks at chosen values, and a legend beside the plot.
 use anyhow::{anyhow, bail, Context, Result};
-use plotters::coord::ranged1d::{BindKeyPoints, Ranged};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
@@ -10,6 +10,40 @@ use std::path::{Path, PathBuf};
 
 use super::{ensure_font, FIGURE_SIZE, FONT};
 use crate::results::csv::{commit, ensure_parent, tmp_sibling, write_atomic};
+
+/// A linear f64 axis whose ticks are exactly the given values (plotters' `WithKeyPoints` over
+/// `RangedCoordf64` cannot take a label formatter).
+struct TickAxis {
+    inner: RangedCoordf64,
+    ticks: Vec<f64>,
+}
+
+impl TickAxis {
+    fn new(range: (f64, f64), ticks: &[f64]) -> TickAxis {
+        TickAxis {
+            inner: RangedCoordf64::from(range.0..range.1),
+            ticks: ticks.to_vec(),
+        }
+    }
+}
+
+impl Ranged for TickAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+}
 
 /// Distinct colours (matplotlib's tab10) for the series; the baseline is drawn in black.
 pub(crate) const PALETTE: [RGBColor; 10] = [
@@ -307,7 +341,7 @@ fn draw<DB: DrawingBackend>(
     let mut widest = 0u32;
     for s in &spec.series {
         let (w, _) = root
-            .estimate_text_size(&s.label, &legend_font)
+            .estimate_text_size(&s.label, &TextStyle::from(legend_font.clone()))
             .map_err(err)?;
         widest = widest.max(w);
     }
@@ -324,8 +358,8 @@ fn draw<DB: DrawingBackend>(
         .x_label_area_size(56)
         .y_label_area_size(84)
         .build_cartesian_2d(
-            (g.x.0..g.x.1).with_key_points(g.x_ticks.clone()),
-            (g.y.0..g.y.1).with_key_points(g.y_ticks.clone()),
+            TickAxis::new(g.x, &g.x_ticks),
+            TickAxis::new(g.y, &g.y_ticks),
         )
         .map_err(err)?;
     let y_dec = g.y_decimals;
@@ -376,13 +410,20 @@ fn draw<DB: DrawingBackend>(
                         .draw_series(LineSeries::new(xy.clone(), line))
                         .map_err(err)?;
                 }
-                let bars = pts
-                    .iter()
-                    .filter(|(_, _, e)| e.is_finite() && *e > 0.0)
-                    .map(|&(x, y, e)| {
-                        ErrorBar::new_vertical(x, y - e, y, y + e, s.color.stroke_width(2), 10)
-                    });
-                chart.draw_series(bars).map_err(err)?;
+                // Error bars: a vertical segment over y ± e with 10-pixel caps.
+                let bar = s.color.stroke_width(2);
+                for &(x, y, e) in pts.iter().filter(|(_, _, e)| e.is_finite() && *e > 0.0) {
+                    let area = chart.plotting_area();
+                    area.draw(&PathElement::new(vec![(x, y - e), (x, y + e)], bar))
+                        .map_err(err)?;
+                    for end in [y - e, y + e] {
+                        area.draw(
+                            &(EmptyElement::at((x, end))
+                                + PathElement::new(vec![(-5, 0), (5, 0)], bar)),
+                        )
+                        .map_err(err)?;
+                    }
+                }
                 draw_markers(chart.plotting_area(), s.marker, &xy, s.color)?;
             }
         }

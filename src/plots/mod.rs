@@ -146,7 +146,7 @@ pub fn plan_figures(rows: &[ResultRow], out_dir: &Path, prefix: &str, kinds: &[F
             }
             let mut stem = String::new();
             if !prefix.is_empty() {
-                stem.push_str(prefix);
+                stem.push_str(&file_safe(prefix));
                 stem.push('_');
             }
             stem.push_str(&file_safe(&format!("{model}_{dataset}_{}", kind.slug())));

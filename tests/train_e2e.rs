@@ -1,0 +1,158 @@
+//! End to end: synthetic data → cache → training → run directory, through the library and the
+//! `mlet` binary.
+use std::path::Path;
+use std::process::Command;
+
+use mlet::config::parse_runs;
+use mlet::experiments::{run_all, Outcome};
+use mlet::training::RunOptions;
+
+fn experiment(dir: &Path, extra: &str) -> String {
+    format!(
+        "
+name: e2e
+data:
+  synthetic: {{rows: 40000, seed: 5}}
+  cache: {cache}
+model: {{kind: dlrm, bottom_mlp: [64], top_mlp: [64, 32]}}
+embedding: {{dim: 8}}
+optimizer: {{kind: sgd, lr: 0.2}}
+training: {{epochs: 1, batch_size: 128, seed: 3, threads: 2, log_every: 50}}
+output: {out}
+{extra}",
+        cache = dir.join("cache").display(),
+        out = dir.join("runs").display()
+    )
+}
+
+fn metrics_of(outcome: &Outcome) -> &mlet::training::RunMetrics {
+    match outcome {
+        Outcome::Trained(_, m) | Outcome::Skipped(_, m) => m,
+    }
+}
+
+#[test]
+fn short_training_learns_and_is_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = experiment(
+        tmp.path(),
+        "runs:\n  - name: single\n  - name: mlet\n    embedding: {kind: mlet, k: 32, init_std: 0.25}\n",
+    );
+    let specs = parse_runs(&text).unwrap();
+    let opts = RunOptions { quiet: true };
+    let first = run_all(&specs, false, &opts).unwrap();
+    for outcome in &first {
+        let m = metrics_of(outcome);
+        let test = m.test.expect("test split is not empty");
+        assert!(test.auc > 0.6, "{}: test AUC {}", m.run, test.auc);
+        assert!(test.logloss < 0.6, "{}: LogLoss {}", m.run, test.logloss);
+        assert!(
+            m.collapse_max_abs_diff <= 1e-5,
+            "{}",
+            m.collapse_max_abs_diff
+        );
+        let Outcome::Trained(dir, _) = outcome else {
+            panic!("a fresh run was skipped")
+        };
+        for file in [
+            "config.yaml",
+            "run.json",
+            "train_log.csv",
+            "metrics.json",
+            "weights.safetensors",
+        ] {
+            assert!(
+                dir.join(file).is_file(),
+                "{file} missing in {}",
+                dir.display()
+            );
+        }
+        let log = std::fs::read_to_string(dir.join("train_log.csv")).unwrap();
+        assert!(log.lines().count() > 5, "{log}");
+    }
+    // MLET trains more parameters but keeps the inference size of a single-layer model
+    let (s, m) = (metrics_of(&first[0]), metrics_of(&first[1]));
+    assert_eq!(s.embedding_params.inference, m.embedding_params.inference);
+    assert!(m.embedding_params.training > 3 * s.embedding_params.training);
+
+    // finished runs are skipped; forced runs reproduce the metrics bit for bit on the CPU
+    let again = run_all(&specs, false, &opts).unwrap();
+    assert!(matches!(again[0], Outcome::Skipped(..)));
+    let forced = run_all(&specs, true, &opts).unwrap();
+    for (a, b) in first.iter().zip(&forced) {
+        let (a, b) = (metrics_of(a), metrics_of(b));
+        assert_eq!(a.test.unwrap().auc.to_bits(), b.test.unwrap().auc.to_bits());
+        assert_eq!(a.train.final_loss.to_bits(), b.train.final_loss.to_bits());
+    }
+}
+
+#[test]
+fn divergence_stops_the_run_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = experiment(tmp.path(), "").replace("lr: 0.2", "lr: 1.0e30");
+    let specs = parse_runs(&text).unwrap();
+    let err = run_all(&specs, false, &RunOptions { quiet: true }).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("diverged"), "{msg}");
+    // no finished-looking run directory is left behind
+    assert!(!tmp.path().join("runs/e2e/default/metrics.json").exists());
+}
+
+fn mlet_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mlet"))
+}
+
+#[test]
+fn cli_reports_bad_experiment_files_without_panicking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "k0.yaml",
+            experiment(tmp.path(), "").replace("{dim: 8}", "{dim: 8, kind: mlet, k: 0}"),
+            "embedding.k",
+        ),
+        (
+            "typo.yaml",
+            experiment(tmp.path(), "").replace("epochs: 1", "epochz: 1"),
+            "epochz",
+        ),
+        ("bad.yaml", "name: [unclosed".to_string(), "bad.yaml"),
+    ];
+    for (name, text, needle) in cases {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = mlet_bin().arg("train").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} was accepted");
+        assert!(stderr.contains(needle), "{name}: {stderr}");
+        assert!(
+            stderr.contains(name),
+            "{name}: error does not name the file: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let out = mlet_bin()
+        .args(["train", "/nonexistent/x.yaml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.yaml"));
+}
+
+#[test]
+fn cli_rejects_an_unusable_cuda_request() {
+    if tch::Cuda::is_available() {
+        return; // only meaningful where no GPU is visible, as on CI
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("e.yaml");
+    std::fs::write(&path, experiment(tmp.path(), "")).unwrap();
+    let out = mlet_bin()
+        .args(["train", "--device", "cuda", "--quiet"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CUDA"), "{stderr}");
+}
