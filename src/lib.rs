@@ -2,7 +2,7 @@
 //!
 //! Data flows one way: `data` (raw files → memory-mapped cache → batches) → `embedding`
 //! (single-layer or MLET tables) → `models` (built from `layers`) → `training` (optimizer,
-//! loop, run directories) → `metrics`. `config` holds the YAML experiment schema and never
+//! loop, run directories) → `metrics` → `experiments` (grids) → `results` and `plots`. `config` holds the YAML experiment schema and never
 //! touches tensors; `cli` turns command lines into calls of the library.
 pub mod cli;
 pub mod config;
@@ -12,4 +12,6 @@ pub mod experiments;
 pub mod layers;
 pub mod metrics;
 pub mod models;
+pub mod plots;
+pub mod results;
 pub mod training;

@@ -24,6 +24,10 @@ enum Command {
     Data(cli::data::DataCommand),
     /// Train the run(s) of an experiment file and print their metrics.
     Train(cli::train::TrainArgs),
+    /// Run an experiment grid (resumable, parallel, shardable) and write results and figures.
+    Grid(cli::grid::GridArgs),
+    /// Render figures from a results table.
+    Plot(cli::plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,8 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Data(cmd) => cli::data::run(cmd, verbosity.quiet),
         Command::Train(a) => cli::train::run(a, verbosity),
+        Command::Grid(a) => cli::grid::run(a, verbosity),
+        Command::Plot(a) => cli::plot::run(a, verbosity.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -391,3 +391,35 @@ fn random_split_is_deterministic_and_roughly_proportional() {
     assert!((150..250).contains(&a.valid), "{a:?}");
     assert!((330..470).contains(&a.test), "{a:?}");
 }
+
+#[test]
+fn criteo_sample_as_csv_matches_raw_form() {
+    // The sample as shipped (commas, header, float dense) through a schema gives the same cache.
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("sample.txt");
+    write_raw_criteo(&raw);
+    let schema = dir.path().join("criteo.yaml");
+    let dense: Vec<String> = (1..=13).map(|i| format!("I{i}")).collect();
+    fs::write(
+        &schema,
+        format!(
+            "label: label\ndense: [{}]\nremaining: categorical\n",
+            dense.join(", ")
+        ),
+    )
+    .unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    prepare(&PrepareOptions::new(&raw, InputFormat::Criteo, &a)).unwrap();
+    let mut opts = PrepareOptions::new(sample_csv(), InputFormat::Csv { schema }, &b);
+    opts.split = SplitRule::Days;
+    prepare(&opts).unwrap();
+    let (a, b) = (Dataset::open(&a).unwrap(), Dataset::open(&b).unwrap());
+    assert_eq!(a.meta.field_names, b.meta.field_names);
+    assert_eq!(a.cardinalities(), b.cardinalities());
+    assert_eq!(a.train_frequencies(), b.train_frequencies());
+    for split in Split::ALL {
+        let (x, y) = (a.split(split), b.split(split));
+        assert_eq!((x.dense, x.cat, x.label), (y.dense, y.cat, y.label));
+    }
+}

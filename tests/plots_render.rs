@@ -1,1 +1,239 @@
+//! Figures render to PNG files of the documented pixel size and to non-empty SVG, with the
+//! embedded font (no system fonts needed).
+use mlet::plots::{
+    plan_figures, plot_auc_vs_init_std, plot_metric_vs_d, plot_training_curve, render_all,
+    FigureKind, Metric, FIGURE_SIZE,
+};
+use mlet::results::ResultRow;
+use std::path::{Path, PathBuf};
 
+fn row(d: usize, k: Option<usize>, init_std: f64, seed: u64, auc: f64) -> ResultRow {
+    ResultRow {
+        experiment: "fig5".into(),
+        run: format!("r{d}_{k:?}_{init_std}_{seed}"),
+        dataset: "synthetic-300000".into(),
+        model: "dlrm".into(),
+        d,
+        k,
+        init_std,
+        seed,
+        lr: 0.2,
+        optimizer: "sgd".into(),
+        test_auc: auc,
+        test_logloss: 0.6 - auc / 2.0,
+        test_pr_auc: auc - 0.2,
+        valid_auc: auc,
+        valid_logloss: 0.6 - auc / 2.0,
+        train_seconds: 10.0,
+        samples_per_s: 1e5,
+        training_embedding_params: 1,
+        inference_embedding_params: 1,
+        run_dir: "runs/x".into(),
+    }
+}
+
+/// A small Fig. 5 + Fig. 4 table: d ∈ {4, 8, 16, 32}, baseline and k ∈ {16, 64}, 3 seeds, and
+/// a σ sweep at (d = 16, k = 32).
+fn table() -> Vec<ResultRow> {
+    let mut rows = Vec::new();
+    for seed in 1..=3u64 {
+        let noise = (seed as f64 - 2.0) * 0.0007;
+        for (i, d) in [4usize, 8, 16, 32].into_iter().enumerate() {
+            let base = 0.78 + 0.005 * i as f64;
+            rows.push(row(d, None, 0.25, seed, base + noise));
+            rows.push(row(d, Some(16), 0.25, seed, base + 0.002 + noise));
+            rows.push(row(d, Some(64), 0.25, seed, base + 0.004 + noise));
+        }
+        for (s, gain) in [(0.01, -0.01), (0.05, -0.003), (0.25, 0.003), (1.0, 0.001)] {
+            rows.push(row(16, Some(32), s, seed, 0.79 + gain + noise));
+        }
+    }
+    rows
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap();
+    assert!(bytes.len() > 1000, "{} is nearly empty", path.display());
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        path.display()
+    );
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (be(&bytes[16..20]), be(&bytes[20..24]))
+}
+
+fn check_pair(paths: &[PathBuf], stem: &Path) {
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    let png = PathBuf::from(format!("{}.png", stem.display()));
+    let svg = PathBuf::from(format!("{}.svg", stem.display()));
+    assert_eq!(paths, &[png.clone(), svg.clone()]);
+    assert_eq!(png_size(&png), FIGURE_SIZE);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<svg") && text.len() > 1000,
+        "{}",
+        svg.display()
+    );
+    assert!(text.contains("<text"), "the SVG should hold text");
+}
+
+#[test]
+fn metric_vs_d_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = table();
+    let stem = dir.path().join("fig5_auc");
+    let paths = plot_metric_vs_d(&rows, Metric::Auc, &stem, "DLRM on synthetic-300000").unwrap();
+    check_pair(&paths, &stem);
+    let svg = std::fs::read_to_string(&paths[1]).unwrap();
+    for label in ["baseline", "k=16", "k=64", "k=32", "32"] {
+        assert!(svg.contains(label), "the SVG lacks `{label}`");
+    }
+    let stem = dir.path().join("fig5.logloss");
+    let paths = plot_metric_vs_d(&rows, Metric::LogLoss, &stem, "LogLoss").unwrap();
+    check_pair(&paths, &stem);
+}
+
+#[test]
+fn auc_vs_sigma_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let stem = dir.path().join("fig4");
+    let paths = plot_auc_vs_init_std(&table(), &stem, "DLRM: AUC vs init σ").unwrap();
+    check_pair(&paths, &stem);
+    let svg = std::fs::read_to_string(&paths[1]).unwrap();
+    assert!(
+        svg.contains("baseline d=16"),
+        "the baseline line is in the legend"
+    );
+    assert!(svg.contains("d=16, k=32"));
+    // Points with a single σ (the k = 16/64 grid) are left out of the σ figure.
+    assert!(!svg.contains("d=4, k=16"));
+}
+
+#[test]
+fn single_points_and_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    // One d, one seed: still a valid (if dull) figure.
+    let one = vec![row(8, None, 0.25, 1, 0.8), row(8, Some(32), 0.25, 1, 0.81)];
+    let stem = dir.path().join("one");
+    check_pair(
+        &plot_metric_vs_d(&one, Metric::Auc, &stem, "one point").unwrap(),
+        &stem,
+    );
+    // Empty input and mixed (model, dataset) are errors, not panics.
+    assert!(plot_metric_vs_d(&[], Metric::Auc, &stem, "x").is_err());
+    let mut other = row(8, None, 0.25, 1, 0.8);
+    other.model = "wdl".into();
+    let e = plot_metric_vs_d(&[one[0].clone(), other], Metric::Auc, &stem, "x").unwrap_err();
+    assert!(format!("{e:#}").contains("dlrm/synthetic-300000"), "{e:#}");
+    // No MLET row with a positive σ.
+    assert!(plot_auc_vs_init_std(&one[..1], &stem, "x").is_err());
+    // Non-finite metrics are skipped; all non-finite is an error.
+    let nan = vec![row(8, None, 0.25, 1, f64::NAN)];
+    assert!(plot_metric_vs_d(&nan, Metric::Auc, &stem, "x").is_err());
+}
+
+#[test]
+fn render_all_plans_per_model_and_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = table();
+    // A second data set with a single d: no vs-d figures, no σ figure.
+    let mut avazu = row(16, Some(64), 0.5, 1, 0.77);
+    avazu.dataset = "avazu".into();
+    rows.push(avazu);
+    let plan = plan_figures(&rows, dir.path(), "grid", &FigureKind::ALL);
+    assert_eq!(plan.figures.len(), 3);
+    assert_eq!(plan.skipped.len(), 3, "{:?}", plan.skipped);
+    let written = render_all(&rows, dir.path(), "grid").unwrap();
+    assert_eq!(written.len(), 6);
+    for kind in ["auc_vs_d", "logloss_vs_d", "auc_vs_sigma"] {
+        let png = dir
+            .path()
+            .join(format!("grid_dlrm_synthetic-300000_{kind}.png"));
+        assert!(written.contains(&png), "{written:?}");
+        assert_eq!(png_size(&png), FIGURE_SIZE);
+    }
+}
+
+#[test]
+fn training_curves_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut logs = Vec::new();
+    for (i, name) in ["baseline_d16", "mlet_d16_k64"].iter().enumerate() {
+        let run = dir.path().join(name);
+        std::fs::create_dir_all(&run).unwrap();
+        let mut text = String::from("step,epoch,samples,loss,samples_per_s,elapsed_s\n");
+        for step in 1..=50 {
+            let loss = 0.7 / (1.0 + step as f64 * 0.05) + 0.01 * i as f64;
+            text.push_str(&format!("{step},0,{},{loss},1000,{}\n", step * 4096, step));
+        }
+        let log = run.join("train_log.csv");
+        std::fs::write(&log, text).unwrap();
+        logs.push((log, name.to_string()));
+    }
+    let stem = dir.path().join("curves");
+    let paths = plot_training_curve(&logs, &stem, "DLRM on synthetic-300000").unwrap();
+    check_pair(&paths, &stem);
+
+    // A malformed log names the file, line and column.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "step,samples,loss\n1,100,0.5\n2,two hundred,0.4\n").unwrap();
+    let e = plot_training_curve(&[(bad, "bad".into())], &stem, "x").unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("bad.csv:3:3") && msg.contains("column `samples`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn cli_plot_writes_figures_and_curves() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: mlet::cli::plot::PlotArgs,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("fig5.csv");
+    mlet::results::write_results_csv(&results, &table()).unwrap();
+    let run = dir.path().join("run1");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("train_log.csv"),
+        "step,epoch,samples,loss,samples_per_s,elapsed_s\n1,0,100,0.7,10,1\n2,0,200,0.6,10,2\n",
+    )
+    .unwrap();
+    let out = dir.path().join("plots");
+    let cli = Cli::try_parse_from([
+        "plot",
+        results.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--kind",
+        "auc-vs-d",
+        "--curves",
+        run.to_str().unwrap(),
+    ])
+    .unwrap();
+    mlet::cli::plot::run(cli.args, true).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "fig5_dlrm_synthetic-300000_auc_vs_d.png",
+            "fig5_dlrm_synthetic-300000_auc_vs_d.svg",
+            "fig5_training_loss.png",
+            "fig5_training_loss.svg",
+        ]
+    );
+    // Neither a table nor curves: a usage error from clap.
+    assert!(Cli::try_parse_from(["plot"]).is_err());
+}

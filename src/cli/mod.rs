@@ -1,6 +1,8 @@
 //! One module per subcommand: an `Args` struct and `run()`, which resolves settings and calls the
 //! library. Nothing here touches tensors.
 pub mod data;
+pub mod grid;
+pub mod plot;
 pub mod train;
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 
-use crate::plots::{plan_figures, plot_training_curve, render_plan, FigureKind};
+use crate::plots::{file_safe, plan_figures, plot_training_curve, render_plan, FigureKind};
 use crate::results::read_results_csv;
 
 /// Which figures to draw.
@@ -141,7 +141,9 @@ pub fn run(args: PlotArgs, quiet: bool) -> Result<()> {
             .curves_title
             .clone()
             .unwrap_or_else(|| "Training loss vs samples seen".into());
-        let stem = args.out.join(format!("{prefix}_training_loss"));
+        let stem = args
+            .out
+            .join(format!("{}_training_loss", file_safe(&prefix)));
         written.extend(plot_training_curve(&logs, &stem, &title)?);
     }
     if !quiet {

@@ -1,7 +1,10 @@
 //! The YAML experiment schema: serde structs, validation, and the expansion of a file into runs.
 //! Nothing here touches tensors.
 mod experiment;
+mod grid;
 mod load;
 
 pub use experiment::*;
-pub use load::{load_runs, parse_runs, RunSpec};
+pub use load::{
+    load_experiment, load_runs, parse_experiment, parse_runs, ExperimentFile, ReportConfig, RunSpec,
+};

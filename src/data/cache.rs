@@ -211,23 +211,29 @@ impl Dataset {
             .with_context(|| format!("{}: invalid cache metadata", meta_path.display()))?;
         meta.check(dir)?;
         let (nd, nf) = (meta.num_dense, meta.num_fields());
+        // Checked: a corrupted meta.json must give an error, not a wrapped size.
+        let bytes = |rows: usize, width: usize| -> Result<usize> {
+            rows.checked_mul(width)
+                .and_then(|n| n.checked_mul(4))
+                .with_context(|| format!("{}: sizes overflow", meta_path.display()))
+        };
         let open_split = |split: Split| -> Result<SplitMaps> {
             let rows = meta.rows.get(split);
             let sub = dir.join(split.name());
             Ok(SplitMaps {
                 dense: Region::open(
                     &sub.join(DENSE_FILE),
-                    rows * nd * 4,
+                    bytes(rows, nd)?,
                     &format!("{rows} rows x {nd} dense x 4 bytes"),
                 )?,
                 cat: Region::open(
                     &sub.join(CAT_FILE),
-                    rows * nf * 4,
+                    bytes(rows, nf)?,
                     &format!("{rows} rows x {nf} fields x 4 bytes"),
                 )?,
                 label: Region::open(
                     &sub.join(LABEL_FILE),
-                    rows * 4,
+                    bytes(rows, 1)?,
                     &format!("{rows} rows x 4 bytes"),
                 )?,
             })
@@ -237,10 +243,14 @@ impl Dataset {
             open_split(Split::Valid)?,
             open_split(Split::Test)?,
         ];
-        let total = meta.total_categories();
+        let total = meta
+            .cardinalities
+            .iter()
+            .try_fold(0usize, |a, &c| a.checked_add(c))
+            .with_context(|| format!("{}: cardinalities overflow", meta_path.display()))?;
         let freq = Region::open(
             &dir.join(FREQ_FILE),
-            total * 4,
+            bytes(total, 1)?,
             &format!("sum of cardinalities {total} x 4 bytes"),
         )?;
         let mut field_offsets = vec![0];

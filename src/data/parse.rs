@@ -123,6 +123,9 @@ impl LineParser {
                 expected: format!("{want} {delim}-separated columns"),
                 found: match n {
                     1 if line.is_empty() => "an empty line".to_string(),
+                    1 if self.layout.delimiter == b'\t' && line.contains(&b',') => {
+                        "1 column (no tabs, but commas: a CSV file? see --format csv)".to_string()
+                    }
                     1 => "1 column".to_string(),
                     n => format!("{n} columns"),
                 },

@@ -71,14 +71,14 @@ pub(crate) enum XAxis {
 }
 
 impl XAxis {
-    fn to_axis(self, x: f64) -> f64 {
+    fn forward(self, x: f64) -> f64 {
         match self {
             XAxis::Log2 => x.log2(),
             XAxis::Log10 => x.log10(),
             XAxis::Linear => x,
         }
     }
-    fn from_axis(self, v: f64) -> f64 {
+    fn inverse(self, v: f64) -> f64 {
         match self {
             XAxis::Log2 => v.exp2(),
             XAxis::Log10 => 10f64.powf(v),
@@ -202,7 +202,7 @@ impl Geometry {
                         if !spec.x_axis.accepts(x) || !y.is_finite() {
                             continue;
                         }
-                        xs.push(spec.x_axis.to_axis(x));
+                        xs.push(spec.x_axis.forward(x));
                         let e = if e.is_finite() { e.abs() } else { 0.0 };
                         ys.push(y - e);
                         ys.push(y + e);
@@ -314,7 +314,7 @@ pub(crate) fn si(v: f64) -> String {
 }
 
 fn x_label_text(axis: XAxis, v: f64) -> String {
-    let x = axis.from_axis(v);
+    let x = axis.inverse(v);
     match axis {
         XAxis::Log2 => format!("{}", x.round()),
         XAxis::Log10 => compact(x),
@@ -333,6 +333,7 @@ fn draw<DB: DrawingBackend>(
 ) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let area = root
+        .margin(10, 0, 0, 0)
         .titled(&spec.title, (FONT, TITLE_PX).into_font())
         .map_err(err)?;
 
@@ -398,7 +399,7 @@ fn draw<DB: DrawingBackend>(
                 let pts: Vec<(f64, f64, f64)> = points
                     .iter()
                     .filter(|(x, y, _)| axis.accepts(*x) && y.is_finite())
-                    .map(|&(x, y, e)| (axis.to_axis(x), y, e))
+                    .map(|&(x, y, e)| (axis.forward(x), y, e))
                     .collect();
                 let xy: Vec<(f64, f64)> = pts.iter().map(|&(x, y, _)| (x, y)).collect();
                 if s.dashed {
@@ -435,7 +436,10 @@ fn draw<DB: DrawingBackend>(
     let n = spec.series.len() as i32;
     legend_area
         .draw(&Rectangle::new(
-            [(lx - 6, ly - row_h / 2 - 4), (legend_w as i32 - 8, ly + n * row_h - row_h / 2)],
+            [
+                (lx - 6, ly - row_h / 2 - 4),
+                (legend_w as i32 - 8, ly + n * row_h - row_h / 2),
+            ],
             ShapeStyle::from(&RGBColor(0xaa, 0xaa, 0xaa)).stroke_width(1),
         ))
         .map_err(err)?;
@@ -487,9 +491,9 @@ where
             Marker::None => Ok(()),
             Marker::Circle => area.draw(&(at + Circle::new((0, 0), r, filled))),
             Marker::Square => area.draw(&(at + Rectangle::new([(-r, -r), (r, r)], filled))),
-            Marker::Triangle => area.draw(
-                &(at + Polygon::new(vec![(0, -r - 1), (-r - 1, r), (r + 1, r)], filled)),
-            ),
+            Marker::Triangle => {
+                area.draw(&(at + Polygon::new(vec![(0, -r - 1), (-r - 1, r), (r + 1, r)], filled)))
+            }
             Marker::Cross => {
                 let st = color.stroke_width(3);
                 area.draw(

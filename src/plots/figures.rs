@@ -131,11 +131,7 @@ pub fn plot_metric_vs_d(
     let spec = ChartSpec {
         title: title.to_string(),
         x_label: "embedding dimension d (log₂ scale)".into(),
-        y_label: format!(
-            "test {} (mean ± std, {})",
-            metric.name(),
-            seeds_text(&all)
-        ),
+        y_label: format!("test {} (mean ± std, {})", metric.name(), seeds_text(&all)),
         x_axis: XAxis::Log2,
         series,
     };
@@ -171,11 +167,7 @@ pub fn plot_auc_vs_init_std(
     if by_dk.values().any(|v| v.len() > 1) {
         by_dk.retain(|_, v| v.len() > 1);
     }
-    let baselines: Vec<SummaryRow> = summary
-        .iter()
-        .filter(|s| s.k.is_none())
-        .cloned()
-        .collect();
+    let baselines: Vec<SummaryRow> = summary.iter().filter(|s| s.k.is_none()).cloned().collect();
     let baselines = select_by(&baselines, |s| s.d);
 
     let mut series = Vec::new();

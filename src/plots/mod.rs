@@ -36,7 +36,9 @@ pub(crate) fn ensure_font() -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(anyhow!("the embedded font DejaVuSans.ttf could not be loaded"))
+        Err(anyhow!(
+            "the embedded font DejaVuSans.ttf could not be loaded"
+        ))
     }
 }
 
@@ -88,7 +90,7 @@ pub struct Plan {
 }
 
 /// Keeps letters, digits, `.`, `-` and `_`; everything else becomes `_`.
-fn file_safe(s: &str) -> String {
+pub(crate) fn file_safe(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
@@ -104,7 +106,12 @@ fn file_safe(s: &str) -> String {
 /// distinct d values were run, AUC vs σ when MLET rows have at least two distinct init σ. Files
 /// are `<out_dir>/<prefix>_<model>_<dataset>_<kind>`; titles name the model and the data set (the
 /// data set name carries its scale, e.g. `synthetic-300000`).
-pub fn plan_figures(rows: &[ResultRow], out_dir: &Path, prefix: &str, kinds: &[FigureKind]) -> Plan {
+pub fn plan_figures(
+    rows: &[ResultRow],
+    out_dir: &Path,
+    prefix: &str,
+    kinds: &[FigureKind],
+) -> Plan {
     let mut pairs: Vec<(String, String)> = rows
         .iter()
         .map(|r| (r.model.clone(), r.dataset.clone()))
@@ -128,9 +135,7 @@ pub fn plan_figures(rows: &[ResultRow], out_dir: &Path, prefix: &str, kinds: &[F
         for &kind in &kinds {
             let (ok, why, what) = match kind {
                 FigureKind::AucVsD => (ds.len() >= 2, "only one d value", "test AUC vs d"),
-                FigureKind::LogLossVsD => {
-                    (ds.len() >= 2, "only one d value", "test LogLoss vs d")
-                }
+                FigureKind::LogLossVsD => (ds.len() >= 2, "only one d value", "test LogLoss vs d"),
                 FigureKind::AucVsSigma => (
                     sigmas.len() >= 2,
                     "fewer than two init σ values among the MLET runs",
@@ -173,9 +178,7 @@ pub fn render_plan(rows: &[ResultRow], plan: &Plan) -> Result<Vec<PathBuf>> {
             .collect();
         let paths = match f.kind {
             FigureKind::AucVsD => plot_metric_vs_d(&group, Metric::Auc, &f.stem, &f.title),
-            FigureKind::LogLossVsD => {
-                plot_metric_vs_d(&group, Metric::LogLoss, &f.stem, &f.title)
-            }
+            FigureKind::LogLossVsD => plot_metric_vs_d(&group, Metric::LogLoss, &f.stem, &f.title),
             FigureKind::AucVsSigma => plot_auc_vs_init_std(&group, &f.stem, &f.title),
         }
         .map_err(|e| e.context(format!("{}/{}", f.model, f.dataset)))?;

@@ -11,9 +11,8 @@ use std::str::FromStr;
 
 /// Quotes `field` when it holds a comma, a quote, a line break or surrounding spaces.
 pub(crate) fn quote(field: &str) -> String {
-    let needs = field.contains([',', '"', '\n', '\r'])
-        || field.starts_with(' ')
-        || field.ends_with(' ');
+    let needs =
+        field.contains([',', '"', '\n', '\r']) || field.starts_with(' ') || field.ends_with(' ');
     if needs {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
@@ -237,8 +236,8 @@ pub(crate) enum Extra {
 impl Table {
     /// Reads and parses `path`, checking the header against `expected`.
     pub fn read(path: &Path, expected: &[&str], extra: Extra) -> Result<Table> {
-        let text = fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         Table::parse(&text, path, expected, extra)
     }
 
@@ -331,7 +330,10 @@ impl Table {
         T::Err: Display,
     {
         let f = self.raw(r, name);
-        f.text.trim().parse::<T>().map_err(|e| self.error(f, name, what, e))
+        f.text
+            .trim()
+            .parse::<T>()
+            .map_err(|e| self.error(f, name, what, e))
     }
 
     /// An error about field `f` of column `name`.

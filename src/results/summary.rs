@@ -1,6 +1,7 @@
 //! Summaries of a results table: mean ± std over seeds, the best init σ, and Table 3's memory
 //! reduction.
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,7 +30,7 @@ impl Ord for OrdF64 {
 }
 
 /// One configuration (every setting but the seed) with its metrics over seeds.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SummaryRow {
     pub model: String,
     pub dataset: String,
@@ -93,9 +94,8 @@ pub fn summarize(rows: &[ResultRow]) -> Vec<SummaryRow> {
     groups
         .into_iter()
         .map(|((model, dataset, d, k, s, lr, optimizer), rs)| {
-            let stat = |f: fn(&ResultRow) -> f64| {
-                mean_std(&rs.iter().map(|r| f(r)).collect::<Vec<_>>())
-            };
+            let stat =
+                |f: fn(&ResultRow) -> f64| mean_std(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
             let (auc_mean, auc_std) = stat(|r| r.test_auc);
             let (logloss_mean, logloss_std) = stat(|r| r.test_logloss);
             let (pr_auc_mean, pr_auc_std) = stat(|r| r.test_pr_auc);
@@ -171,7 +171,7 @@ pub fn select_points(summary: &[SummaryRow]) -> Vec<SummaryRow> {
 }
 
 /// The best init σ of one MLET (model, dataset, d, k) point.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BestSigma {
     pub model: String,
     pub dataset: String,
@@ -234,7 +234,7 @@ pub fn best_init_std(rows: &[ResultRow]) -> Vec<BestSigma> {
 
 /// Table 3 of paper 001 for one baseline dimension: the smallest MLET d that matches the
 /// baseline's mean test AUC at `baseline_d`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemoryReduction {
     pub model: String,
     pub dataset: String,
@@ -262,9 +262,10 @@ pub fn memory_reduction(rows: &[ResultRow]) -> Vec<MemoryReduction> {
     let mut out = Vec::new();
     for b in points.iter().filter(|p| p.k.is_none()) {
         let mut found: Option<&SummaryRow> = None;
-        for m in points.iter().filter(|p| {
-            p.k.is_some() && p.model == b.model && p.dataset == b.dataset
-        }) {
+        for m in points
+            .iter()
+            .filter(|p| p.k.is_some() && p.model == b.model && p.dataset == b.dataset)
+        {
             if m.auc_mean >= b.auc_mean {
                 let smaller = match found {
                     None => true,
@@ -290,7 +291,7 @@ pub fn memory_reduction(rows: &[ResultRow]) -> Vec<MemoryReduction> {
 }
 
 /// The largest memory reduction of one (model, dataset), as Table 3 reports it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MaxMemoryReduction {
     pub model: String,
     pub dataset: String,

@@ -1,0 +1,339 @@
+//! `mlet grid`: every run of an experiment file, resumable, in parallel processes or spread over
+//! machines by shards, then a results table, summaries and figures derived from the finished run
+//! directories (so an interrupted grid loses at most the runs in flight).
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+
+use super::runs::{open_data, read_metrics, Overrides};
+use crate::config::{load_experiment, EmbeddingKind, OptimizerConfig, RunSpec};
+use crate::plots;
+use crate::results::{self, ResultRow};
+use crate::training::{self, RunDir, RunMetrics, RunOptions};
+
+/// `i/n`: this process runs the grid points whose index is `i` modulo `n` (0-based, as
+/// `SLURM_ARRAY_TASK_ID` counts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parse = || -> Option<Shard> {
+            let (i, n) = s.split_once('/')?;
+            Some(Shard {
+                index: i.trim().parse().ok()?,
+                count: n.trim().parse().ok()?,
+            })
+        };
+        match parse() {
+            Some(sh) if sh.count > 0 && sh.index < sh.count => Ok(sh),
+            _ => Err(format!("`{s}`: expected i/n with 0 <= i < n, e.g. 0/4")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GridOptions {
+    pub jobs: usize,
+    pub shard: Option<Shard>,
+    pub dry_run: bool,
+    pub force: bool,
+    pub quiet: bool,
+    /// Only rebuild the results table and figures from finished runs.
+    pub report_only: bool,
+    pub overrides: Overrides,
+}
+
+#[derive(Debug, Default)]
+pub struct GridReport {
+    pub total: usize,
+    pub selected: usize,
+    pub already_finished: usize,
+    pub trained: usize,
+    pub failed: Vec<(String, String)>,
+    pub results_csv: Option<PathBuf>,
+    pub written: Vec<PathBuf>,
+}
+
+pub fn run_grid(file: &Path, opts: &GridOptions) -> Result<GridReport> {
+    let experiment = load_experiment(file)?;
+    let mut specs = experiment.runs;
+    for spec in &mut specs {
+        opts.overrides.apply(spec);
+    }
+    let mut report = GridReport {
+        total: specs.len(),
+        ..Default::default()
+    };
+    let selected: Vec<&RunSpec> = specs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| opts.shard.is_none_or(|s| i % s.count == s.index))
+        .map(|(_, s)| s)
+        .collect();
+    report.selected = selected.len();
+    let finished = |s: &RunSpec| RunDir::is_finished(&run_dir(s));
+    if opts.dry_run {
+        for s in &selected {
+            let state = if finished(s) { "finished" } else { "pending" };
+            println!("{:<9} {}", state, run_dir(s).display());
+        }
+        return Ok(report);
+    }
+    let pending: Vec<&RunSpec> = selected
+        .iter()
+        .copied()
+        .filter(|s| opts.force || !finished(s))
+        .collect();
+    report.already_finished = selected.len() - pending.len();
+    if !opts.report_only && !pending.is_empty() {
+        // Prepare each data set once, before any job needs it.
+        let mut seen = Vec::new();
+        for s in &pending {
+            if !seen.contains(&&s.config.data) {
+                seen.push(&s.config.data);
+                open_data(&s.config.data, opts.quiet)?;
+            }
+        }
+        let outcomes = if opts.jobs <= 1 {
+            run_in_process(&pending, opts)
+        } else {
+            run_in_children(file, &pending, opts)?
+        };
+        for (name, outcome) in outcomes {
+            match outcome {
+                Ok(()) => report.trained += 1,
+                Err(e) => report.failed.push((name, e)),
+            }
+        }
+    }
+    let rows = collect_results(&specs)?;
+    if let Some(first) = specs.first() {
+        let out_dir = first.config.output.join(&first.config.name);
+        if !rows.is_empty() {
+            report.written = write_reports(&rows, &out_dir)?;
+            report.results_csv = Some(out_dir.join("results.csv"));
+            if experiment.report.figures {
+                let prefix = experiment
+                    .report
+                    .prefix
+                    .clone()
+                    .unwrap_or_else(|| first.config.name.clone());
+                report.written.extend(plots::render_all(&rows, &experiment.report.plots_dir, &prefix)?);
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn run_dir(spec: &RunSpec) -> PathBuf {
+    RunDir::path_for(&spec.config.output, &spec.config.name, &spec.run)
+}
+
+fn run_in_process(pending: &[&RunSpec], opts: &GridOptions) -> Vec<(String, Result<(), String>)> {
+    let bar = runs_bar(pending.len(), opts.quiet);
+    let mut out = Vec::new();
+    for spec in pending {
+        let result = open_data(&spec.config.data, true)
+            .and_then(|data| training::train_run(spec, &data, &RunOptions { quiet: opts.quiet || bar.is_some() }))
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"));
+        note_done(&bar, &spec.run, &result, opts.quiet);
+        out.push((spec.run.clone(), result));
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    out
+}
+
+/// Runs each pending run as `mlet train FILE --run NAME` in up to `jobs` child processes, with
+/// the machine's cores split between them.
+fn run_in_children(
+    file: &Path,
+    pending: &[&RunSpec],
+    opts: &GridOptions,
+) -> Result<Vec<(String, Result<(), String>)>> {
+    let exe = std::env::current_exe().context("cannot locate the mlet executable")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = opts
+        .overrides
+        .threads
+        .unwrap_or_else(|| (cores / opts.jobs).max(1));
+    let bar = runs_bar(pending.len(), opts.quiet);
+    let mut queue = pending.iter();
+    let mut running: Vec<(String, PathBuf, Child)> = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        while running.len() < opts.jobs {
+            let Some(spec) = queue.next() else { break };
+            let dir = run_dir(spec);
+            let log = dir.with_file_name(format!("{}.stderr.log", spec.run));
+            if let Some(parent) = log.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let mut cmd = Command::new(&exe);
+            cmd.arg("--quiet")
+                .arg("train")
+                .arg(file)
+                .args(["--run", &spec.run, "--threads", &threads.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log)?);
+            if opts.force {
+                cmd.arg("--force");
+            }
+            let o = &opts.overrides;
+            if let Some(d) = &o.device {
+                cmd.args(["--device", d]);
+            }
+            if let Some(p) = &o.output {
+                cmd.arg("--output").arg(p);
+            }
+            if let Some(m) = o.max_steps {
+                cmd.args(["--max-steps", &m.to_string()]);
+            }
+            let child = cmd.spawn().context("cannot start a training process")?;
+            running.push((spec.run.clone(), log, child));
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut i = 0;
+        while i < running.len() {
+            if let Some(status) = running[i].2.try_wait()? {
+                let (name, log, _) = running.swap_remove(i);
+                let result = if status.success() {
+                    let _ = std::fs::remove_file(&log);
+                    Ok(())
+                } else {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    Err(text.trim().lines().last().unwrap_or("failed").to_string())
+                };
+                note_done(&bar, &name, &result, opts.quiet);
+                out.push((name, result));
+            } else {
+                i += 1;
+            }
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(out)
+}
+
+fn runs_bar(len: usize, quiet: bool) -> Option<ProgressBar> {
+    (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("grid [{bar:30}] {pos}/{len} runs {elapsed_precise} ETA {eta} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    })
+}
+
+fn note_done(bar: &Option<ProgressBar>, name: &str, result: &Result<(), String>, quiet: bool) {
+    let line = match result {
+        Ok(()) => format!("finished {name}"),
+        Err(e) => format!("FAILED {name}: {e}"),
+    };
+    match bar {
+        Some(b) => {
+            b.inc(1);
+            b.println(line);
+        }
+        None if !quiet => eprintln!("{line}"),
+        None => {}
+    }
+}
+
+/// One results row per finished run of `specs`, read back from the run directories.
+pub fn collect_results(specs: &[RunSpec]) -> Result<Vec<ResultRow>> {
+    let mut rows = Vec::new();
+    for spec in specs {
+        let dir = run_dir(spec);
+        if RunDir::is_finished(&dir) {
+            let metrics = read_metrics(&dir)?;
+            rows.push(result_row(spec, &metrics, &dir));
+        }
+    }
+    Ok(rows)
+}
+
+fn result_row(spec: &RunSpec, m: &RunMetrics, dir: &Path) -> ResultRow {
+    let c = &spec.config;
+    let (optimizer, lr) = match c.optimizer {
+        OptimizerConfig::Sgd { lr } => ("sgd", lr),
+    };
+    let nan = f64::NAN;
+    ResultRow {
+        experiment: c.name.clone(),
+        run: spec.run.clone(),
+        dataset: dataset_label(spec),
+        model: c.model.name().to_string(),
+        d: c.embedding.dim,
+        k: (c.embedding.kind == EmbeddingKind::Mlet).then(|| c.embedding.width()),
+        init_std: c.embedding.init_std,
+        seed: c.training.seed,
+        lr,
+        optimizer: optimizer.to_string(),
+        test_auc: m.test.map_or(nan, |t| t.auc),
+        test_logloss: m.test.map_or(nan, |t| t.logloss),
+        test_pr_auc: m.test.map_or(nan, |t| t.pr_auc),
+        valid_auc: m.valid.map_or(nan, |t| t.auc),
+        valid_logloss: m.valid.map_or(nan, |t| t.logloss),
+        train_seconds: m.train.seconds,
+        samples_per_s: m.train.samples_per_s,
+        training_embedding_params: m.embedding_params.training,
+        inference_embedding_params: m.embedding_params.inference,
+        run_dir: dir.display().to_string(),
+    }
+}
+
+fn dataset_label(spec: &RunSpec) -> String {
+    let d = &spec.config.data;
+    if let Some(s) = &d.synthetic {
+        return format!("synthetic-{}", s.rows);
+    }
+    let path = d.raw.as_ref().or(d.cache.as_ref());
+    path.and_then(|p| p.file_stem())
+        .map_or("data".into(), |s| s.to_string_lossy().into_owned())
+}
+
+/// results.csv, summary.csv, memory_reduction.csv and best_init_std.csv under `out_dir`.
+fn write_reports(rows: &[ResultRow], out_dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out_dir)?;
+    let mut written = Vec::new();
+    let path = out_dir.join("results.csv");
+    results::write_results_csv(&path, rows)?;
+    written.push(path);
+    let path = out_dir.join("summary.csv");
+    results::write_summary_csv(&path, &results::summarize(rows))?;
+    written.push(path);
+    let path = out_dir.join("memory_reduction.csv");
+    results::write_memory_reduction_csv(&path, &results::memory_reduction(rows))?;
+    written.push(path);
+    if rows.iter().any(|r| r.k.is_some()) {
+        let best = results::best_init_std(rows);
+        if !best.is_empty() {
+            let path = out_dir.join("best_init_std.json");
+            training::write_atomic(&path, serde_json::to_string_pretty(&best)?.as_bytes())?;
+            written.push(path);
+        }
+    }
+    if written.is_empty() {
+        bail!("nothing to report");
+    }
+    Ok(written)
+}
