@@ -9,7 +9,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 CARGO ?= cargo
 MLET := target/release/mlet
 
-.PHONY: all venv build test bench smoke reproduce-fig5 fmt clippy clean
+.PHONY: all venv build test bench smoke reproduce-fig5 reproduce-fig4 fmt clippy clean
 
 all: build
 
@@ -33,8 +33,25 @@ bench: build
 smoke: build
 	$(MLET) train experiments/smoke.yaml
 
-# Until the experiment grids land, the main job runs the smoke experiment end to end.
-reproduce-fig5: smoke
+# Parallel training processes for the grids (the cores are split between them).
+JOBS ?= 2
+
+# Fig. 5 on the synthetic Criteo-shaped default (about 15 minutes on 2 cores); with
+# CRITEO=/path/to/train.txt, the paper-scale grid on the real Criteo-Kaggle file.
+reproduce-fig5: build
+ifdef CRITEO
+	$(MLET) grid experiments/fig5_dlrm_criteo.yaml --raw $(CRITEO) --jobs 1
+else
+	$(MLET) grid experiments/fig5_dlrm_synthetic.yaml --jobs $(JOBS)
+endif
+
+# Fig. 4 (AUC against MLET's init sigma, k = 32) on the synthetic default, or on CRITEO=...
+reproduce-fig4: build
+ifdef CRITEO
+	$(MLET) grid experiments/fig4_init_std_criteo.yaml --raw $(CRITEO) --jobs 1
+else
+	$(MLET) grid experiments/fig4_init_std.yaml --jobs $(JOBS)
+endif
 
 fmt:
 	$(CARGO) fmt

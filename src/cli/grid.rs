@@ -27,6 +27,9 @@ pub struct GridArgs {
     /// Train nothing: rebuild the results table, summaries and figures from finished runs.
     #[arg(long)]
     pub report_only: bool,
+    /// Raw data file to use instead of the file's `data.raw` (its format stays `data.format`).
+    #[arg(long)]
+    pub raw: Option<PathBuf>,
     /// Device for every run: auto, cpu, cuda or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
@@ -53,6 +56,7 @@ pub fn run(args: GridArgs, verbosity: Verbosity) -> Result<()> {
         quiet: verbosity.quiet,
         report_only: args.report_only,
         overrides: Overrides {
+            raw: args.raw,
             device: args.device,
             threads: args.threads,
             output: args.output,

@@ -16,6 +16,9 @@ pub struct TrainArgs {
     /// Train only the named run(s) of the file (repeatable).
     #[arg(long = "run", value_name = "NAME")]
     pub runs: Vec<String>,
+    /// Raw data file to use instead of the file's `data.raw` (its format stays `data.format`).
+    #[arg(long)]
+    pub raw: Option<PathBuf>,
     /// Device: auto, cpu, cuda or cuda:N (overrides training.device).
     #[arg(long)]
     pub device: Option<String>,
@@ -52,6 +55,7 @@ pub fn run(args: TrainArgs, verbosity: Verbosity) -> Result<()> {
         specs.retain(|s| args.runs.contains(&s.run));
     }
     let overrides = Overrides {
+        raw: args.raw.clone(),
         device: args.device.clone(),
         threads: args.threads,
         output: args.output.clone(),

@@ -191,6 +191,9 @@ fn run_in_children(
                 cmd.arg("--force");
             }
             let o = &opts.overrides;
+            if let Some(r) = &o.raw {
+                cmd.arg("--raw").arg(r);
+            }
             if let Some(d) = &o.device {
                 cmd.args(["--device", d]);
             }

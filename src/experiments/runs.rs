@@ -95,6 +95,8 @@ pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
 /// Settings a command line may impose on every run of a file.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
+    /// A raw data file replacing the file's `data.raw` (and any synthetic source).
+    pub raw: Option<PathBuf>,
     pub device: Option<String>,
     pub threads: Option<usize>,
     pub output: Option<PathBuf>,
@@ -104,6 +106,10 @@ pub struct Overrides {
 impl Overrides {
     pub fn apply(&self, spec: &mut RunSpec) {
         let c = &mut spec.config;
+        if let Some(raw) = &self.raw {
+            c.data.raw = Some(raw.clone());
+            c.data.synthetic = None;
+        }
         if let Some(d) = &self.device {
             c.training.device = d.clone();
         }
