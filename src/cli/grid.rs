@@ -86,7 +86,11 @@ pub fn run(args: GridArgs, verbosity: Verbosity) -> Result<()> {
             .iter()
             .map(|(n, e)| format!("  {n}: {e}"))
             .collect();
-        bail!("{} run(s) failed:\n{}", report.failed.len(), list.join("\n"));
+        bail!(
+            "{} run(s) failed:\n{}",
+            report.failed.len(),
+            list.join("\n")
+        );
     }
     Ok(())
 }

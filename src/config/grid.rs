@@ -67,7 +67,7 @@ pub fn expand(grid: &Value) -> Result<Vec<GridPoint>> {
         let name = tokens
             .iter()
             // σ means nothing to a single-layer run: one baseline per other setting
-            .filter(|(a, t)| !t.is_empty() && !(baseline && a == "init_std"))
+            .filter(|(a, t)| !(t.is_empty() || baseline && a == "init_std"))
             .map(|(_, t)| t.as_str())
             .collect::<Vec<_>>()
             .join("-");

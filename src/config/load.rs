@@ -79,6 +79,11 @@ pub fn parse_experiment(text: &str) -> Result<ExperimentFile> {
         Some(v) => serde_path_to_error::deserialize(v)
             .map_err(|e| anyhow!("report.{}: {}", display_path(&e), e.inner()))?,
     };
+    let best_sigmas = match map.remove("best_init_std_from") {
+        None => None,
+        Some(Value::String(path)) => Some(BestSigmas::load(Path::new(&path))?),
+        Some(_) => bail!("best_init_std_from: expected the path of a best_init_std.json"),
+    };
     let runs = map.remove("runs");
     let grid = map.remove("grid");
     let listed: Vec<(String, Value)> = match runs {
@@ -119,6 +124,8 @@ pub fn parse_experiment(text: &str) -> Result<ExperimentFile> {
         }
         let mut merged = base.clone();
         merge(&mut merged, patch);
+        resolve_best_init_std(&mut merged, best_sigmas.as_ref())
+            .map_err(|e| anyhow!("run {run}: embedding.init_std: {e}"))?;
         let where_ = if run == "default" {
             String::new()
         } else if grid.is_some() {
@@ -135,6 +142,82 @@ pub fn parse_experiment(text: &str) -> Result<ExperimentFile> {
         runs: specs,
         report,
     })
+}
+
+/// The best σ per (model, d, k) found by an earlier σ sweep (`best_init_std.json` of a grid).
+struct BestSigmas {
+    path: PathBuf,
+    entries: Vec<crate::results::BestSigma>,
+}
+
+impl BestSigmas {
+    fn load(path: &Path) -> Result<BestSigmas> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "best_init_std_from: cannot read {} (run the σ sweep first)",
+                path.display()
+            )
+        })?;
+        let entries = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "best_init_std_from: {} is not a best_init_std.json",
+                path.display()
+            )
+        })?;
+        Ok(BestSigmas {
+            path: path.to_path_buf(),
+            entries,
+        })
+    }
+}
+
+/// Replaces `embedding.init_std: best` by the best σ of the sweep for the run's model and k:
+/// the entry at the same d when there is one, else the best over all d.
+fn resolve_best_init_std(run: &mut Value, best: Option<&BestSigmas>) -> Result<()> {
+    let is_best = run
+        .get("embedding")
+        .and_then(|e| e.get("init_std"))
+        .is_some_and(|v| v.as_str() == Some("best"));
+    if !is_best {
+        return Ok(());
+    }
+    let Some(best) = best else {
+        bail!("`best` needs a top-level best_init_std_from: PATH (a σ sweep's best_init_std.json)");
+    };
+    let model = run
+        .get("model")
+        .and_then(|m| m.get("kind"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let emb = run.get("embedding");
+    let k = emb.and_then(|e| e.get("k")).and_then(Value::as_u64);
+    let d = emb.and_then(|e| e.get("dim")).and_then(Value::as_u64);
+    let Some(k) = k else {
+        // a single-layer run has no projection; σ is irrelevant
+        run["embedding"]["init_std"] = Value::from(0.25);
+        return Ok(());
+    };
+    let candidates: Vec<&crate::results::BestSigma> = best
+        .entries
+        .iter()
+        .filter(|b| b.model == model && b.k as u64 == k)
+        .collect();
+    let chosen = candidates
+        .iter()
+        .find(|b| Some(b.d as u64) == d)
+        .or_else(|| {
+            candidates
+                .iter()
+                .max_by(|a, b| a.auc_mean.total_cmp(&b.auc_mean))
+        })
+        .with_context(|| {
+            format!(
+                "`best`: {} has no entry for model {model} with k = {k}",
+                best.path.display()
+            )
+        })?;
+    run["embedding"]["init_std"] = Value::from(chosen.init_std);
+    Ok(())
 }
 
 fn display_path<E>(e: &serde_path_to_error::Error<E>) -> String {
@@ -287,6 +370,46 @@ embedding: {dim: 8}
             parse_runs(&format!("{BASE}grid: {{training.batch_size: [64, 256]}}\n")).unwrap();
         assert_eq!(runs[1].config.training.batch_size, 256);
         assert_eq!(runs[1].run, "batch_size256");
+    }
+
+    #[test]
+    fn best_init_std_comes_from_a_sweep() {
+        let dir = std::env::temp_dir().join(format!("mlet-best-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("best_init_std.json");
+        let entry = |d: usize, sigma: f64, auc: f64| {
+            format!(
+                "{{\"model\":\"dlrm\",\"dataset\":\"s\",\"d\":{d},\"k\":32,\"init_std\":{sigma},\
+                 \"lr\":0.2,\"optimizer\":\"sgd\",\"auc_mean\":{auc},\"auc_std\":0.0,\"count\":3,\
+                 \"sigmas_tried\":5}}"
+            )
+        };
+        std::fs::write(
+            &path,
+            format!("[{},{}]", entry(16, 0.1, 0.7), entry(8, 0.5, 0.71)),
+        )
+        .unwrap();
+        let text = format!(
+            "{BASE}best_init_std_from: {}\ngrid:\n  d: [8, 16, 4]\n  k: [baseline, 32]\n  init_std: [best]\n",
+            path.display()
+        );
+        let runs = parse_runs(&text).unwrap();
+        let sigma = |name: &str| {
+            runs.iter()
+                .find(|r| r.run == name)
+                .unwrap()
+                .config
+                .embedding
+                .init_std
+        };
+        assert_eq!(sigma("d16-k32-sigmabest"), 0.1);
+        assert_eq!(sigma("d8-k32-sigmabest"), 0.5);
+        // no entry at d = 4: the best over all d
+        assert_eq!(sigma("d4-k32-sigmabest"), 0.5);
+        let missing = text.replace("k: [baseline, 32]", "k: [64]");
+        let msg = format!("{:#}", parse_runs(&missing).unwrap_err());
+        assert!(msg.contains("k = 64"), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

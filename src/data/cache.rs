@@ -1,7 +1,7 @@
 //! The binary dataset cache: a directory of little-endian arrays plus `meta.json`, written once by
 //! `prepare` and memory-mapped by `Dataset::open` (zero-copy; the OS pages data in on demand).
 //! Layout in `docs/data.md`.
-use crate::data::atomic::PendingDir;
+use crate::atomic::PendingDir;
 use crate::data::split::{Split, SplitCounts, SplitRule};
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;

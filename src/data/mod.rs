@@ -4,7 +4,6 @@
 //! CSV/TSV described by a YAML schema) twice into a cache directory; `Dataset` memory-maps a cache
 //! and `SplitData::gather` copies rows into a reusable `Batch`. The cache layout is in
 //! `docs/data.md`.
-mod atomic;
 mod batch;
 mod cache;
 mod error;

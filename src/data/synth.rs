@@ -5,7 +5,7 @@
 //! Every per-category parameter is a hash of (seed, field, rank, component): memory is O(1) in the
 //! cardinalities. Rows are generated in fixed chunks, each from its own RNG stream seeded by
 //! (seed, chunk), so the output does not depend on the number of threads.
-use crate::data::atomic::PendingFile;
+use crate::atomic::PendingFile;
 use crate::data::hash::{hash_words, mix64, unit_f64};
 use anyhow::{bail, Context, Result};
 use rand::distributions::Distribution;

@@ -22,7 +22,7 @@ impl LookupIndex {
         device: Device,
     ) -> Result<Self> {
         let fields = offsets.len();
-        if fields == 0 || local.len() % fields != 0 {
+        if fields == 0 || !local.len().is_multiple_of(fields) {
             bail!(
                 "{} indices do not form rows of {fields} fields",
                 local.len()

@@ -126,7 +126,11 @@ pub fn run_grid(file: &Path, opts: &GridOptions) -> Result<GridReport> {
                     .prefix
                     .clone()
                     .unwrap_or_else(|| first.config.name.clone());
-                report.written.extend(plots::render_all(&rows, &experiment.report.plots_dir, &prefix)?);
+                report.written.extend(plots::render_all(
+                    &rows,
+                    &experiment.report.plots_dir,
+                    &prefix,
+                )?);
             }
         }
     }
@@ -142,7 +146,15 @@ fn run_in_process(pending: &[&RunSpec], opts: &GridOptions) -> Vec<(String, Resu
     let mut out = Vec::new();
     for spec in pending {
         let result = open_data(&spec.config.data, true)
-            .and_then(|data| training::train_run(spec, &data, &RunOptions { quiet: opts.quiet || bar.is_some() }))
+            .and_then(|data| {
+                training::train_run(
+                    spec,
+                    &data,
+                    &RunOptions {
+                        quiet: opts.quiet || bar.is_some(),
+                    },
+                )
+            })
             .map(|_| ())
             .map_err(|e| format!("{e:#}"));
         note_done(&bar, &spec.run, &result, opts.quiet);
@@ -238,9 +250,11 @@ fn runs_bar(len: usize, quiet: bool) -> Option<ProgressBar> {
     (!quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("grid [{bar:30}] {pos}/{len} runs {elapsed_precise} ETA {eta} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "grid [{bar:30}] {pos}/{len} runs {elapsed_precise} ETA {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar
     })
@@ -331,7 +345,7 @@ fn write_reports(rows: &[ResultRow], out_dir: &Path) -> Result<Vec<PathBuf>> {
         let best = results::best_init_std(rows);
         if !best.is_empty() {
             let path = out_dir.join("best_init_std.json");
-            training::write_atomic(&path, serde_json::to_string_pretty(&best)?.as_bytes())?;
+            crate::atomic::write_atomic(&path, serde_json::to_string_pretty(&best)?.as_bytes())?;
             written.push(path);
         }
     }

@@ -9,7 +9,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
 
 use super::{ensure_font, FIGURE_SIZE, FONT};
-use crate::results::csv::{commit, ensure_parent, tmp_sibling, write_atomic};
+use crate::atomic::{write_atomic, PendingFile};
 
 /// A linear f64 axis whose ticks are exactly the given values (plotters' `WithKeyPoints` over
 /// `RangedCoordf64` cannot take a label formatter).
@@ -157,19 +157,14 @@ pub(crate) fn render(spec: &ChartSpec, stem: &Path) -> Result<Vec<PathBuf>> {
     let geometry = Geometry::of(spec)?;
     let png = with_ext(stem, "png");
     let svg = with_ext(stem, "svg");
-    ensure_parent(&png)?;
-
-    let tmp = tmp_sibling(&png)?;
-    let drawn = (|| -> Result<()> {
-        let root = BitMapBackend::new(&tmp, FIGURE_SIZE).into_drawing_area();
+    let pending = PendingFile::new(&png)?;
+    (|| -> Result<()> {
+        let root = BitMapBackend::new(&pending.tmp, FIGURE_SIZE).into_drawing_area();
         draw(&root, spec, &geometry)?;
         root.present().map_err(|e| anyhow!("{e}"))
-    })();
-    if let Err(e) = drawn {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.context(format!("cannot draw {}", png.display())));
-    }
-    commit(&tmp, &png)?;
+    })()
+    .with_context(|| format!("cannot draw {}", png.display()))?;
+    pending.commit()?;
 
     let mut text = String::new();
     {

@@ -5,7 +5,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -31,59 +30,7 @@ pub(crate) fn write_table(path: &Path, header: &[&str], rows: &[Vec<String>]) ->
         debug_assert_eq!(row.len(), header.len(), "row width should match the header");
         text.push_str(&line(&mut row.iter().map(|f| quote(f))));
     }
-    write_atomic(path, text.as_bytes())
-}
-
-/// The hidden sibling `.NAME.tmp-PID` of `path`, keeping `path`'s extension last so that writers
-/// that choose a format from the extension still see it.
-pub(crate) fn tmp_sibling(path: &Path) -> Result<PathBuf> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: expected a file name", path.display()))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = match path.extension() {
-        Some(ext) => format!(
-            ".{name}.tmp-{}.{}",
-            std::process::id(),
-            ext.to_string_lossy()
-        ),
-        None => format!(".{name}.tmp-{}", std::process::id()),
-    };
-    Ok(path.with_file_name(tmp))
-}
-
-/// Creates `path`'s parent directory if it is missing.
-pub(crate) fn ensure_parent(path: &Path) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create directory {}", parent.display()))?;
-    }
-    Ok(())
-}
-
-/// Renames a finished temporary file onto its final name (removing the temporary on failure).
-pub(crate) fn commit(tmp: &Path, path: &Path) -> Result<()> {
-    fs::rename(tmp, path).map_err(|e| {
-        let _ = fs::remove_file(tmp);
-        anyhow!("cannot rename {} to {}: {e}", tmp.display(), path.display())
-    })
-}
-
-/// Writes `bytes` to `path` through a temporary sibling and a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    ensure_parent(path)?;
-    let tmp = tmp_sibling(path)?;
-    let written = (|| -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        bail!("cannot write {}: {e}", tmp.display());
-    }
-    commit(&tmp, path)
+    crate::atomic::write_atomic(path, text.as_bytes())
 }
 
 /// One field of a record and where it starts in the file.

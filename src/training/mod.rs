@@ -6,7 +6,7 @@ mod trainer;
 
 pub use device::{describe as describe_device, parse_device};
 pub use optimizer::Optimizer;
-pub use run_dir::{write_atomic, RunDir, METRICS};
+pub use run_dir::{RunDir, METRICS};
 pub use trainer::{
     batch_tensors, predict, train_run, EmbeddingParams, RunMetrics, RunOptions, TrainSummary,
 };

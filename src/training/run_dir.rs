@@ -6,7 +6,8 @@
 //! directory, which the next attempt clears.
 use anyhow::{Context, Result};
 use serde::Serialize;
-use std::io::Write;
+
+use crate::atomic::write_atomic;
 use std::path::{Path, PathBuf};
 
 pub const METRICS: &str = "metrics.json";
@@ -72,18 +73,4 @@ impl RunDir {
         }
         Ok(self.final_path)
     }
-}
-
-/// Writes through a temporary sibling and a rename, so readers never see half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

@@ -2,24 +2,41 @@
 //! and renamed at the end, so a kill leaves at most a `.NAME.tmp-PID` sibling behind.
 use anyhow::{bail, Context, Result};
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-fn sibling(path: &Path, tag: &str) -> Result<PathBuf> {
+/// The hidden sibling `.NAME.TAG-PID[.EXT]` of `path`, keeping the extension last so that
+/// writers that choose a format from it (PNG, safetensors) still see it.
+pub(crate) fn sibling(path: &Path, tag: &str) -> Result<PathBuf> {
     let name = path
         .file_name()
-        .with_context(|| format!("{}: expected a file or directory name", path.display()))?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+        .with_context(|| format!("{}: expected a file or directory name", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let pid = std::process::id();
+    let hidden = match path.extension() {
+        Some(ext) => format!(".{name}.{tag}-{pid}.{}", ext.to_string_lossy()),
+        None => format!(".{name}.{tag}-{pid}"),
     };
-    Ok(parent.join(format!(
-        ".{}.{tag}-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
+    Ok(match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join(hidden),
+        _ => PathBuf::from(".").join(hidden),
+    })
 }
 
-fn ensure_parent(path: &Path) -> Result<()> {
+/// Writes `bytes` to `path` through a temporary sibling and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let pending = PendingFile::new(path)?;
+    let written = (|| -> std::io::Result<()> {
+        let mut f = fs::File::create(&pending.tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    written.with_context(|| format!("cannot write {}", pending.tmp.display()))?;
+    pending.commit()
+}
+
+pub(crate) fn ensure_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)
             .with_context(|| format!("cannot create directory {}", parent.display()))?;
