@@ -60,6 +60,8 @@ fn short_training_learns_and_is_reproducible() {
             "train_log.csv",
             "metrics.json",
             "weights.safetensors",
+            "train_curve.png",
+            "train_curve.svg",
         ] {
             assert!(
                 dir.join(file).is_file(),
@@ -87,15 +89,36 @@ fn short_training_learns_and_is_reproducible() {
 }
 
 #[test]
-fn divergence_stops_the_run_with_a_clear_message() {
+fn divergence_stops_the_run_and_is_recorded() {
     let tmp = tempfile::tempdir().unwrap();
     let text = experiment(tmp.path(), "").replace("lr: 0.2", "lr: 1.0e30");
     let specs = parse_runs(&text).unwrap();
-    let err = run_all(&specs, false, &RunOptions { quiet: true }).unwrap_err();
-    let msg = format!("{err:#}");
-    assert!(msg.contains("diverged"), "{msg}");
-    // no finished-looking run directory is left behind
-    assert!(!tmp.path().join("runs/e2e/default/metrics.json").exists());
+    let outcomes = run_all(&specs, false, &RunOptions { quiet: true }).unwrap();
+    let m = metrics_of(&outcomes[0]);
+    let d = m
+        .diverged
+        .as_ref()
+        .expect("a non-finite loss must be recorded");
+    assert!(d.step < 20, "stopped late, at step {}", d.step);
+    assert!(d.to_string().contains("diverged"), "{d}");
+    assert!(
+        m.test.is_none() && m.valid.is_none(),
+        "no metrics from garbage weights"
+    );
+    // the command line says so and exits non-zero
+    let path = tmp.path().join("e.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let out = mlet_bin()
+        .args(["train", "--quiet", "--force"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("diverged") && stderr.contains("step"),
+        "{stderr}"
+    );
 }
 
 fn mlet_bin() -> Command {

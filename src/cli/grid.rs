@@ -69,13 +69,17 @@ pub fn run(args: GridArgs, verbosity: Verbosity) -> Result<()> {
     }
     if !verbosity.quiet {
         println!(
-            "{} runs in the grid, {} selected: {} trained now, {} already finished, {} failed",
+            "{} runs in the grid, {} selected: {} trained now, {} already finished, {} diverged, {} failed",
             report.total,
             report.selected,
             report.trained,
             report.already_finished,
+            report.diverged.len(),
             report.failed.len()
         );
+        for name in &report.diverged {
+            println!("diverged {name} (recorded without metrics; see its metrics.json)");
+        }
         for path in &report.written {
             println!("wrote {}", path.display());
         }

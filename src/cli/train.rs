@@ -86,6 +86,11 @@ pub fn run(args: TrainArgs, verbosity: Verbosity) -> Result<()> {
             Outcome::Trained(d, m) => ("trained", d, m),
             Outcome::Skipped(d, m) => ("finished", d, m),
         };
+        let state = if m.diverged.is_some() {
+            "diverged"
+        } else {
+            state
+        };
         if args.json {
             println!("{}", serde_json::to_string(&**m)?);
             continue;
@@ -100,6 +105,21 @@ pub fn run(args: TrainArgs, verbosity: Verbosity) -> Result<()> {
             fmt(m.valid.map(|t| t.auc)),
             m.train.seconds,
             dir.display()
+        );
+    }
+    let diverged: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Trained(_, m) | Outcome::Skipped(_, m) => {
+                m.diverged.as_ref().map(|d| format!("  {}: {d}", m.run))
+            }
+        })
+        .collect();
+    if !diverged.is_empty() {
+        bail!(
+            "{} run(s) diverged:\n{}",
+            diverged.len(),
+            diverged.join("\n")
         );
     }
     Ok(())

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 
-use super::runs::{open_data, read_metrics, Overrides};
+use super::runs::{open_data, read_metrics, train_one, Overrides};
 use crate::config::{load_experiment, EmbeddingKind, OptimizerConfig, RunSpec};
 use crate::plots;
 use crate::results::{self, ResultRow};
-use crate::training::{self, RunDir, RunMetrics, RunOptions};
+use crate::training::{RunDir, RunMetrics, RunOptions};
 
 /// `i/n`: this process runs the grid points whose index is `i` modulo `n` (0-based, as
 /// `SLURM_ARRAY_TASK_ID` counts).
@@ -58,6 +58,8 @@ pub struct GridReport {
     pub already_finished: usize,
     pub trained: usize,
     pub failed: Vec<(String, String)>,
+    /// Runs stopped by a non-finite loss: finished, recorded without metrics.
+    pub diverged: Vec<String>,
     pub results_csv: Option<PathBuf>,
     pub written: Vec<PathBuf>,
 }
@@ -107,8 +109,17 @@ pub fn run_grid(file: &Path, opts: &GridOptions) -> Result<GridReport> {
         } else {
             run_in_children(file, &pending, opts)?
         };
+        // children finish in any order: match outcomes to runs by name
         for (name, outcome) in outcomes {
+            let spec = pending
+                .iter()
+                .find(|s| s.run == name)
+                .expect("outcome of a pending run");
+            let dir = run_dir(spec);
+            let diverged =
+                RunDir::is_finished(&dir) && read_metrics(&dir).is_ok_and(|m| m.diverged.is_some());
             match outcome {
+                _ if diverged => report.diverged.push(name),
                 Ok(()) => report.trained += 1,
                 Err(e) => report.failed.push((name, e)),
             }
@@ -145,16 +156,8 @@ fn run_in_process(pending: &[&RunSpec], opts: &GridOptions) -> Vec<(String, Resu
     let bar = runs_bar(pending.len(), opts.quiet);
     let mut out = Vec::new();
     for spec in pending {
-        let result = open_data(&spec.config.data, true)
-            .and_then(|data| {
-                training::train_run(
-                    spec,
-                    &data,
-                    &RunOptions {
-                        quiet: opts.quiet || bar.is_some(),
-                    },
-                )
-            })
+        let quiet = opts.quiet || bar.is_some();
+        let result = train_one(spec, &RunOptions { quiet })
             .map(|_| ())
             .map_err(|e| format!("{e:#}"));
         note_done(&bar, &spec.run, &result, opts.quiet);

@@ -4,4 +4,4 @@ mod grid;
 mod runs;
 
 pub use grid::{collect_results, run_grid, GridOptions, GridReport, Shard};
-pub use runs::{cache_dir, open_data, read_metrics, run_all, Outcome, Overrides};
+pub use runs::{cache_dir, open_data, read_metrics, run_all, train_one, Outcome, Overrides};

@@ -8,7 +8,8 @@ pub use device::{describe as describe_device, parse_device};
 pub use optimizer::Optimizer;
 pub use run_dir::{RunDir, METRICS};
 pub use trainer::{
-    batch_tensors, predict, train_run, EmbeddingParams, RunMetrics, RunOptions, TrainSummary,
+    batch_tensors, predict, train_run, Divergence, EmbeddingParams, RunMetrics, RunOptions,
+    TrainSummary,
 };
 
 /// Versions recorded in every run directory.

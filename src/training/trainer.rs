@@ -25,7 +25,8 @@ pub struct RunOptions {
 pub struct TrainSummary {
     pub steps: usize,
     pub samples: usize,
-    /// Mean loss over the last logging interval.
+    /// Mean loss over the last logging interval (NaN, written null, when training diverged).
+    #[serde(deserialize_with = "null_as_nan")]
     pub final_loss: f64,
     pub seconds: f64,
     pub samples_per_s: f64,
@@ -49,8 +50,37 @@ pub struct RunMetrics {
     pub train: TrainSummary,
     pub embedding_params: EmbeddingParams,
     /// Largest |logit difference| between the trained and the collapsed model on test rows.
+    #[serde(deserialize_with = "null_as_nan")]
     pub collapse_max_abs_diff: f64,
     pub eval_seconds: f64,
+    /// Set when a non-finite loss stopped training; no evaluation then.
+    #[serde(default)]
+    pub diverged: Option<Divergence>,
+}
+
+/// JSON has no NaN: serde_json writes it as null, and this reads null back as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Where training stopped on a non-finite loss.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Divergence {
+    pub step: usize,
+    pub epoch: usize,
+    pub samples: usize,
+    pub loss: String,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "training diverged: the loss is {} at step {} (epoch {}, {} samples seen); try a \
+             smaller learning rate or embedding.init_std",
+            self.loss, self.step, self.epoch, self.samples
+        )
+    }
 }
 
 /// Dense features, labels and the lookup index of a batch, on `device`.
@@ -165,6 +195,7 @@ pub fn train_run(
     let mut batch = Batch::default();
     let (mut step, mut samples) = (0usize, 0usize);
     let (mut interval_loss, mut interval_steps, mut last_loss) = (0.0f64, 0usize, f64::NAN);
+    let mut diverged: Option<Divergence> = None;
     let started = Instant::now();
     let mut interval_start = (Instant::now(), 0usize);
     'epochs: for epoch in 0..t.epochs {
@@ -188,15 +219,13 @@ pub fn train_run(
             loss.backward();
             let loss_value = loss.double_value(&[]);
             if !loss_value.is_finite() {
-                progress.finish();
-                bail!(
-                    "training diverged: the loss is {loss_value} at step {} (epoch {}, {samples} \
-                     samples seen); try a smaller learning rate or embedding.init_std. The \
-                     partial run is in {}",
-                    step + 1,
-                    epoch + 1,
-                    run_dir.dir().display()
-                );
+                diverged = Some(Divergence {
+                    step: step + 1,
+                    epoch: epoch + 1,
+                    samples,
+                    loss: loss_value.to_string(),
+                });
+                break 'epochs;
             }
             optimizer.step(&model.embeddings.table, &lookup, &index);
             step += 1;
@@ -225,6 +254,32 @@ pub fn train_run(
     progress.finish();
     drop(log);
 
+    if diverged.is_some() {
+        // A finished run that tells what happened: a σ sweep records it as a point, not a crash.
+        let metrics = RunMetrics {
+            experiment: cfg.name.clone(),
+            run: spec.run.clone(),
+            valid: None,
+            test: None,
+            train: TrainSummary {
+                steps: step,
+                samples,
+                final_loss: f64::NAN,
+                seconds,
+                samples_per_s: samples as f64 / seconds.max(1e-9),
+            },
+            embedding_params: EmbeddingParams {
+                training: model.embeddings.training_parameters(),
+                inference: model.embeddings.inference_parameters(),
+            },
+            collapse_max_abs_diff: f64::NAN,
+            eval_seconds: 0.0,
+            diverged,
+        };
+        run_dir.write_json(super::METRICS, &metrics)?;
+        let published = run_dir.finish()?;
+        return Ok((published, metrics));
+    }
     let eval_started = Instant::now();
     let eval_split = |split: Split| -> Result<Option<Metrics>> {
         let data = dataset.split(split);
@@ -263,6 +318,7 @@ pub fn train_run(
         },
         collapse_max_abs_diff,
         eval_seconds,
+        diverged: None,
     };
     // Written last: its presence marks a finished run.
     run_dir.write_json(super::METRICS, &metrics)?;
