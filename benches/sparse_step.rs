@@ -8,7 +8,7 @@ use tch::{Device, Reduction, Tensor};
 use mlet::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, OptimizerConfig, TableInit};
 use mlet::data::Batch;
 use mlet::models::{CtrModel, InputShape};
-use mlet::training::{batch_tensors, Optimizer};
+use mlet::training::{batch_tensors, Optimizer, SparseGrad};
 
 const BATCH: usize = 128;
 const STEPS: usize = 60;
@@ -59,7 +59,13 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
         top_mlp: vec![512, 256],
     };
     let model = CtrModel::new(&model_cfg, &emb, &shape, Device::Cpu).unwrap();
-    let mut opt = Optimizer::new(&OptimizerConfig::Sgd { lr: 0.2 }, &model.vs);
+    let mut opt = Optimizer::new(
+        &OptimizerConfig {
+            lr: 0.2,
+            ..Default::default()
+        },
+        &model.vs,
+    );
     let mut times = Vec::new();
     for step in 0..WARMUP + STEPS {
         let b = batch(step, &cards);
@@ -70,7 +76,7 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
             logits.binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, Reduction::Mean);
         opt.zero_grad();
         loss.backward();
-        opt.step(&model.embeddings.table, &lookup, &index);
+        opt.step(&SparseGrad::of_model(&model, &forward.lookups), &index);
         if step >= WARMUP {
             times.push(start.elapsed().as_secs_f64() * 1e3);
         }

@@ -5,7 +5,15 @@ use mlet::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, OptimizerConfig,
 use mlet::data::Batch;
 use mlet::embedding::{Embeddings, LookupIndex};
 use mlet::models::{CtrModel, InputShape};
-use mlet::training::{batch_tensors, Optimizer};
+use mlet::training::{batch_tensors, Optimizer, SparseGrad};
+
+/// libtorch's generator is global and tests run in parallel threads: each test holds this lock
+/// so that its seeded draws are its own.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn mlet_config(dim: usize, k: usize, init_std: f64) -> EmbeddingConfig {
     EmbeddingConfig {
@@ -41,6 +49,7 @@ fn random_batch(size: usize, num_dense: usize, cards: &[usize], seed: u64) -> Ba
 
 #[test]
 fn collapsed_model_predicts_what_the_trained_mlet_model_predicts() {
+    let _rng = rng_lock();
     tch::manual_seed(11);
     let cards = vec![50, 7, 300, 3];
     let shape = InputShape {
@@ -53,22 +62,32 @@ fn collapsed_model_predicts_what_the_trained_mlet_model_predicts() {
     };
     let mut model =
         CtrModel::new(&model_cfg, &mlet_config(8, 32, 0.25), &shape, Device::Cpu).unwrap();
-    let mut opt = Optimizer::new(&OptimizerConfig::Sgd { lr: 0.1 }, &model.vs);
+    let mut opt = Optimizer::new(
+        &OptimizerConfig {
+            lr: 0.1,
+            ..Default::default()
+        },
+        &model.vs,
+    );
     for step in 0..30 {
         let batch = random_batch(64, 4, &cards, step);
         let (dense, labels, index) = batch_tensors(&batch, &model.embeddings, Device::Cpu).unwrap();
-        let (logits, lookup) = model.forward(&dense, &index, true);
-        let loss =
-            logits.binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, Reduction::Mean);
+        let forward = model.forward(&dense, &index, true);
+        let loss = forward.logits.binary_cross_entropy_with_logits::<Tensor>(
+            &labels,
+            None,
+            None,
+            Reduction::Mean,
+        );
         opt.zero_grad();
         loss.backward();
-        opt.step(&model.embeddings.table, &lookup, &index);
+        opt.step(&SparseGrad::of_model(&model, &forward.lookups), &index);
     }
     let batch = random_batch(500, 4, &cards, 999);
     let predict = |m: &CtrModel| {
         tch::no_grad(|| {
             let (dense, _, index) = batch_tensors(&batch, &m.embeddings, Device::Cpu).unwrap();
-            m.forward(&dense, &index, false).0
+            m.forward(&dense, &index, false).logits
         })
     };
     let trained = predict(&model);
@@ -96,7 +115,13 @@ fn effective_step(lr: f64) -> (Tensor, Tensor) {
     let mut vs = nn::VarStore::new(Device::Cpu);
     vs.set_kind(Kind::Double);
     let emb = Embeddings::new(&(vs.root() / "emb"), &cards, &mlet_config(4, 6, 0.5)).unwrap();
-    let mut opt = Optimizer::new(&OptimizerConfig::Sgd { lr }, &vs);
+    let mut opt = Optimizer::new(
+        &OptimizerConfig {
+            lr,
+            ..Default::default()
+        },
+        &vs,
+    );
     let batch = random_batch(16, 0, &cards, 7);
     let target = Tensor::randn([16, 2, 4], (Kind::Double, Device::Cpu));
     // a non-linear loss of the looked-up vectors
@@ -128,13 +153,21 @@ fn effective_step(lr: f64) -> (Tensor, Tensor) {
     let lookup = emb.lookup(&index);
     opt.zero_grad();
     loss_of(&lookup.output).backward();
-    opt.step(&emb.table, &lookup, &index);
+    opt.step(
+        &[SparseGrad {
+            name: "emb",
+            table: &emb.table,
+            lookup: &lookup,
+        }],
+        &index,
+    );
     let actual = emb.collapse().table - before;
     (actual, predicted)
 }
 
 #[test]
 fn mlet_sgd_step_matches_equation_2_up_to_second_order() {
+    let _rng = rng_lock();
     let err = |lr: f64| {
         let (actual, predicted) = effective_step(lr);
         let e = (&actual - &predicted).norm().double_value(&[]);
@@ -164,6 +197,7 @@ fn mlet_sgd_step_matches_equation_2_up_to_second_order() {
 
 #[test]
 fn single_layer_step_touches_only_the_batch_rows() {
+    let _rng = rng_lock();
     tch::manual_seed(2);
     let cards = [1000usize];
     let vs = nn::VarStore::new(Device::Cpu);
@@ -173,14 +207,27 @@ fn single_layer_step_touches_only_the_batch_rows() {
         ..mlet_config(4, 1, 0.1)
     };
     let emb = Embeddings::new(&(vs.root() / "emb"), &cards, &cfg).unwrap();
-    let mut opt = Optimizer::new(&OptimizerConfig::Sgd { lr: 0.5 }, &vs);
+    let mut opt = Optimizer::new(
+        &OptimizerConfig {
+            lr: 0.5,
+            ..Default::default()
+        },
+        &vs,
+    );
     let before = emb.table.copy();
     let cat = vec![3i64, 17, 3, 999];
     let index = LookupIndex::new(&cat, emb.offsets(), emb.cardinalities(), Device::Cpu).unwrap();
     let lookup = emb.lookup(&index);
     opt.zero_grad();
     lookup.output.square().sum(Kind::Float).backward();
-    opt.step(&emb.table, &lookup, &index);
+    opt.step(
+        &[SparseGrad {
+            name: "emb",
+            table: &emb.table,
+            lookup: &lookup,
+        }],
+        &index,
+    );
     let changed = (&emb.table - &before)
         .abs()
         .sum_dim_intlist(1, false, Kind::Float)
@@ -200,6 +247,7 @@ fn single_layer_step_touches_only_the_batch_rows() {
 
 #[test]
 fn out_of_range_index_is_an_error_not_a_crash() {
+    let _rng = rng_lock();
     let err = LookupIndex::new(&[0, 5], &[0, 3], &[3, 4], Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("field 1"), "{err}");
 }

@@ -73,6 +73,132 @@ pub enum ModelConfig {
         #[serde(default = "dlrm_top")]
         top_mlp: Vec<usize>,
     },
+    /// Wide & Deep (DeepCTR-Torch `WDL`): linear part + DNN over [embeddings, dense].
+    Wdl {
+        #[serde(default = "dnn_256_128")]
+        dnn_hidden_units: Vec<usize>,
+        #[serde(default)]
+        dnn_dropout: f64,
+        #[serde(default)]
+        l2: L2Config,
+    },
+    /// DeepFM: linear part + FM second-order term + DNN.
+    Deepfm {
+        #[serde(default = "yes")]
+        use_fm: bool,
+        #[serde(default = "dnn_256_128")]
+        dnn_hidden_units: Vec<usize>,
+        #[serde(default)]
+        dnn_dropout: f64,
+        #[serde(default)]
+        l2: L2Config,
+    },
+    /// xDeepFM: linear part + compressed interaction network (CIN) + DNN.
+    Xdeepfm {
+        #[serde(default = "dnn_256_256")]
+        dnn_hidden_units: Vec<usize>,
+        #[serde(default = "cin_256_128")]
+        cin_layer_size: Vec<usize>,
+        #[serde(default = "yes")]
+        cin_split_half: bool,
+        #[serde(default)]
+        dnn_dropout: f64,
+        #[serde(default)]
+        l2: L2Config,
+    },
+    /// Deep & Cross Network: linear part + cross network + DNN.
+    Dcn {
+        #[serde(default = "two")]
+        cross_num: usize,
+        /// `vector` or `matrix`.
+        #[serde(default = "vector")]
+        cross_parameterization: String,
+        #[serde(default = "dnn_128_128")]
+        dnn_hidden_units: Vec<usize>,
+        #[serde(default)]
+        dnn_dropout: f64,
+        #[serde(default)]
+        l2: L2Config,
+    },
+    /// AutoInt: multi-head self-attention over the field embeddings + DNN.
+    Autoint {
+        #[serde(default = "three")]
+        att_layer_num: usize,
+        #[serde(default = "two")]
+        att_head_num: usize,
+        #[serde(default = "yes")]
+        att_res: bool,
+        #[serde(default = "dnn_256_128")]
+        dnn_hidden_units: Vec<usize>,
+        #[serde(default)]
+        dnn_dropout: f64,
+        #[serde(default)]
+        l2: L2Config,
+    },
+    /// NFM: linear part + bi-interaction pooling + DNN.
+    Nfm {
+        #[serde(default = "dnn_128_128")]
+        dnn_hidden_units: Vec<usize>,
+        #[serde(default)]
+        bi_dropout: f64,
+        #[serde(default)]
+        dnn_dropout: f64,
+        #[serde(default)]
+        l2: L2Config,
+    },
+}
+
+/// L2 penalties added to the loss, DeepCTR-Torch style (`l2 · Σ w²`). Embedding and linear
+/// penalties apply to the rows a batch looks up (and MLET's projections), not to whole tables,
+/// so that updates stay sparse: a departure from DeepCTR-Torch, which penalises every row.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct L2Config {
+    #[serde(default = "l2_default")]
+    pub embedding: f64,
+    #[serde(default = "l2_default")]
+    pub linear: f64,
+    #[serde(default)]
+    pub dnn: f64,
+    /// Cross network (DCN, default 1e-5) or CIN (xDeepFM, default 0) weights.
+    #[serde(default)]
+    pub interaction: Option<f64>,
+}
+
+impl Default for L2Config {
+    fn default() -> Self {
+        L2Config {
+            embedding: l2_default(),
+            linear: l2_default(),
+            dnn: 0.0,
+            interaction: None,
+        }
+    }
+}
+
+fn l2_default() -> f64 {
+    1e-5
+}
+fn dnn_256_128() -> Vec<usize> {
+    vec![256, 128]
+}
+fn dnn_256_256() -> Vec<usize> {
+    vec![256, 256]
+}
+fn dnn_128_128() -> Vec<usize> {
+    vec![128, 128]
+}
+fn cin_256_128() -> Vec<usize> {
+    vec![256, 128]
+}
+fn two() -> usize {
+    2
+}
+fn three() -> usize {
+    3
+}
+fn vector() -> String {
+    "vector".into()
 }
 
 fn dlrm_bottom() -> Vec<usize> {
@@ -87,6 +213,30 @@ impl ModelConfig {
     pub fn name(&self) -> &'static str {
         match self {
             ModelConfig::Dlrm { .. } => "dlrm",
+            ModelConfig::Wdl { .. } => "wdl",
+            ModelConfig::Deepfm { .. } => "deepfm",
+            ModelConfig::Xdeepfm { .. } => "xdeepfm",
+            ModelConfig::Dcn { .. } => "dcn",
+            ModelConfig::Autoint { .. } => "autoint",
+            ModelConfig::Nfm { .. } => "nfm",
+        }
+    }
+
+    /// The L2 settings (DLRM has none).
+    pub fn l2(&self) -> L2Config {
+        match self {
+            ModelConfig::Dlrm { .. } => L2Config {
+                embedding: 0.0,
+                linear: 0.0,
+                dnn: 0.0,
+                interaction: None,
+            },
+            ModelConfig::Wdl { l2, .. }
+            | ModelConfig::Deepfm { l2, .. }
+            | ModelConfig::Xdeepfm { l2, .. }
+            | ModelConfig::Dcn { l2, .. }
+            | ModelConfig::Autoint { l2, .. }
+            | ModelConfig::Nfm { l2, .. } => l2.clone(),
         }
     }
 }
@@ -154,17 +304,74 @@ impl EmbeddingConfig {
     }
 }
 
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Sgd,
+    Adagrad,
+    Adam,
+}
+
+/// The optimizer. Embedding rows are always updated sparsely (only the rows a batch touched,
+/// with lazy, row-wise state for Adagrad and Adam).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum OptimizerConfig {
-    /// Plain SGD; embedding rows are updated only where the batch touched them.
-    Sgd { lr: f64 },
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    /// Learning rate of the embedding tables (and MLET projections); `lr` when absent.
+    #[serde(default)]
+    pub embedding_lr: Option<f64>,
+    /// Decoupled for Adam (AdamW-style is not used: added to the gradient, as torch's Adam does).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Adagrad default 1e-10, Adam default 1e-8.
+    #[serde(default)]
+    pub eps: Option<f64>,
+    /// Adam's (β1, β2).
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    /// Adagrad's initial accumulator value.
+    #[serde(default)]
+    pub initial_accumulator_value: f64,
+}
+
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
 }
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
-        OptimizerConfig::Sgd { lr: 0.2 }
+        OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            lr: 0.2,
+            embedding_lr: None,
+            weight_decay: 0.0,
+            eps: None,
+            betas: default_betas(),
+            initial_accumulator_value: 0.0,
+        }
     }
+}
+
+impl OptimizerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adagrad => "adagrad",
+            OptimizerKind::Adam => "adam",
+        }
+    }
+}
+
+/// How the batch loss is reduced: DLRM averages, DeepCTR-Torch sums (which scales its learning
+/// rates accordingly).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LossReduction {
+    #[default]
+    Mean,
+    Sum,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -191,6 +398,8 @@ pub struct TrainingConfig {
     /// Stop after this many batches (for quick checks); the whole epoch when absent.
     #[serde(default)]
     pub max_steps: Option<usize>,
+    #[serde(default)]
+    pub loss_reduction: LossReduction,
 }
 
 impl Default for TrainingConfig {
@@ -204,6 +413,7 @@ impl Default for TrainingConfig {
             shuffle: true,
             log_every: default_log_every(),
             max_steps: None,
+            loss_reduction: LossReduction::Mean,
         }
     }
 }
@@ -269,26 +479,113 @@ impl RunConfig {
         if e.table_init == TableInit::Normal && !(e.table_std.is_finite() && e.table_std > 0.0) {
             return Err("embedding.table_std: must be a positive number".into());
         }
+        let widths = |key: &str, v: &[usize]| {
+            if v.contains(&0) {
+                Err(format!("model.{key}: layer widths must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        let dropout = |key: &str, p: f64| {
+            if (0.0..1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(format!("model.{key}: a dropout rate in [0, 1) (got {p})"))
+            }
+        };
         match &self.model {
             ModelConfig::Dlrm {
                 bottom_mlp,
                 top_mlp,
             } => {
-                if bottom_mlp.contains(&0) {
-                    return Err("model.bottom_mlp: layer widths must be at least 1".into());
+                widths("bottom_mlp", bottom_mlp)?;
+                widths("top_mlp", top_mlp)?;
+            }
+            ModelConfig::Wdl {
+                dnn_hidden_units,
+                dnn_dropout,
+                ..
+            }
+            | ModelConfig::Deepfm {
+                dnn_hidden_units,
+                dnn_dropout,
+                ..
+            }
+            | ModelConfig::Autoint {
+                dnn_hidden_units,
+                dnn_dropout,
+                ..
+            } => {
+                widths("dnn_hidden_units", dnn_hidden_units)?;
+                dropout("dnn_dropout", *dnn_dropout)?;
+            }
+            ModelConfig::Xdeepfm {
+                dnn_hidden_units,
+                cin_layer_size,
+                dnn_dropout,
+                ..
+            } => {
+                widths("dnn_hidden_units", dnn_hidden_units)?;
+                widths("cin_layer_size", cin_layer_size)?;
+                dropout("dnn_dropout", *dnn_dropout)?;
+            }
+            ModelConfig::Dcn {
+                cross_parameterization,
+                dnn_hidden_units,
+                dnn_dropout,
+                ..
+            } => {
+                widths("dnn_hidden_units", dnn_hidden_units)?;
+                dropout("dnn_dropout", *dnn_dropout)?;
+                if cross_parameterization != "vector" && cross_parameterization != "matrix" {
+                    return Err(format!(
+                        "model.cross_parameterization: `vector` or `matrix` (got `{cross_parameterization}`)"
+                    ));
                 }
-                if top_mlp.contains(&0) {
-                    return Err("model.top_mlp: layer widths must be at least 1".into());
+            }
+            ModelConfig::Nfm {
+                dnn_hidden_units,
+                bi_dropout,
+                dnn_dropout,
+                ..
+            } => {
+                widths("dnn_hidden_units", dnn_hidden_units)?;
+                dropout("bi_dropout", *bi_dropout)?;
+                dropout("dnn_dropout", *dnn_dropout)?;
+            }
+        }
+        let l2 = self.model.l2();
+        for (key, v) in [
+            ("embedding", l2.embedding),
+            ("linear", l2.linear),
+            ("dnn", l2.dnn),
+            ("interaction", l2.interaction.unwrap_or(0.0)),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("model.l2.{key}: a non-negative number (got {v})"));
+            }
+        }
+        let o = &self.optimizer;
+        for (key, v) in [("lr", Some(o.lr)), ("embedding_lr", o.embedding_lr)] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(format!(
+                        "optimizer.{key}: must be a positive number (got {v})"
+                    ));
                 }
             }
         }
-        match self.optimizer {
-            OptimizerConfig::Sgd { lr } if !(lr.is_finite() && lr > 0.0) => {
-                return Err(format!(
-                    "optimizer.lr: must be a positive number (got {lr})"
-                ));
-            }
-            _ => {}
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return Err("optimizer.weight_decay: a non-negative number".into());
+        }
+        if o.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
+            return Err("optimizer.betas: two numbers in [0, 1)".into());
+        }
+        if o.eps.is_some_and(|e| !(e.is_finite() && e > 0.0)) {
+            return Err("optimizer.eps: a positive number".into());
+        }
+        if !(o.initial_accumulator_value.is_finite() && o.initial_accumulator_value >= 0.0) {
+            return Err("optimizer.initial_accumulator_value: a non-negative number".into());
         }
         let t = &self.training;
         if t.epochs == 0 {

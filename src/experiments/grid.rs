@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 
 use super::runs::{open_data, read_metrics, train_one, Overrides};
-use crate::config::{load_experiment, EmbeddingKind, OptimizerConfig, RunSpec};
+use crate::config::{load_experiment, EmbeddingKind, RunSpec};
 use crate::plots;
 use crate::results::{self, ResultRow};
 use crate::training::{RunDir, RunMetrics, RunOptions};
@@ -293,9 +293,7 @@ pub fn collect_results(specs: &[RunSpec]) -> Result<Vec<ResultRow>> {
 
 fn result_row(spec: &RunSpec, m: &RunMetrics, dir: &Path) -> ResultRow {
     let c = &spec.config;
-    let (optimizer, lr) = match c.optimizer {
-        OptimizerConfig::Sgd { lr } => ("sgd", lr),
-    };
+    let (optimizer, lr) = (c.optimizer.kind.name(), c.optimizer.lr);
     let nan = f64::NAN;
     ResultRow {
         experiment: c.name.clone(),

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use tch::{nn, nn::Module, Device, Tensor};
 
-use super::{InputShape, Network};
+use super::{Features, InputShape, Network};
 use crate::layers::{DotInteraction, Mlp};
 
 pub struct Dlrm {
@@ -44,9 +44,9 @@ impl Dlrm {
 }
 
 impl Network for Dlrm {
-    fn forward(&self, dense: &Tensor, emb: &Tensor, _train: bool) -> Tensor {
-        let x = self.bottom.forward(dense);
-        let z = self.interaction.forward(&x, emb);
+    fn forward(&self, x: &Features, _train: bool) -> Tensor {
+        let bottom = self.bottom.forward(x.dense);
+        let z = self.interaction.forward(&bottom, x.emb);
         self.top.forward(&z).squeeze_dim(1)
     }
 }

@@ -7,13 +7,28 @@ pub use dlrm::Dlrm;
 use anyhow::Result;
 use tch::{nn, Device, Tensor};
 
-use crate::config::{EmbeddingConfig, ModelConfig};
+use crate::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, TableInit};
 use crate::embedding::{Embeddings, Lookup, LookupIndex};
 
-/// The part of a model after the embedding lookup.
+/// What a network sees of a batch.
+pub struct Features<'a> {
+    /// `[B, num_dense]`.
+    pub dense: &'a Tensor,
+    /// `[B, F, d]` from the model's embeddings (single-layer or MLET).
+    pub emb: &'a Tensor,
+    /// `[B, F, 1]` per-category weights of the linear ("wide") part, for the models that have one.
+    pub linear: Option<&'a Tensor>,
+}
+
+/// The part of a model after the embedding lookups.
 pub trait Network {
-    /// `dense`: `[B, num_dense]`, `emb`: `[B, F, d]` → logits `[B]`.
-    fn forward(&self, dense: &Tensor, emb: &Tensor, train: bool) -> Tensor;
+    /// Logits `[B]`; `train` switches dropout on.
+    fn forward(&self, x: &Features, train: bool) -> Tensor;
+
+    /// The L2 penalty of the network's own weights (DNN, cross, CIN), added to the loss.
+    fn l2_penalty(&self) -> Option<Tensor> {
+        None
+    }
 }
 
 /// Shapes a model is built for, taken from the data set.
@@ -23,11 +38,25 @@ pub struct InputShape {
     pub cardinalities: Vec<usize>,
 }
 
+/// VarStore prefixes of the two kinds of sparse tables.
+pub const EMBEDDING_PATH: &str = "emb";
+pub const LINEAR_PATH: &str = "linear";
+
 /// A trainable model: its variables, its embedding tables and its network.
 pub struct CtrModel {
     pub vs: nn::VarStore,
     pub embeddings: Embeddings,
+    /// Per-category scalar weights of the linear part (single-layer, width 1), when the model
+    /// has one; never factorised.
+    pub linear: Option<Embeddings>,
     pub network: Box<dyn Network>,
+}
+
+/// One forward pass of a batch: logits and the lookups that carry the tables' sparse gradients
+/// (in the order of `CtrModel::sparse_tables`).
+pub struct Forward {
+    pub logits: Tensor,
+    pub lookups: Vec<Lookup>,
 }
 
 impl CtrModel {
@@ -40,32 +69,85 @@ impl CtrModel {
     ) -> Result<CtrModel> {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let embeddings = Embeddings::new(&(&root / "emb"), &shape.cardinalities, embedding)?;
+        let embeddings =
+            Embeddings::new(&(&root / EMBEDDING_PATH), &shape.cardinalities, embedding)?;
+        let linear = match model {
+            ModelConfig::Dlrm { .. } => None,
+            // DeepCTR-Torch: one weight per category, N(0, 1e-4²)
+            _ => Some(Embeddings::new(
+                &(&root / LINEAR_PATH),
+                &shape.cardinalities,
+                &EmbeddingConfig {
+                    dim: 1,
+                    kind: EmbeddingKind::Single,
+                    k: None,
+                    init_std: embedding.init_std,
+                    table_init: TableInit::Normal,
+                    table_std: 1e-4,
+                },
+            )?),
+        };
+        let net = &root / "net";
         let network: Box<dyn Network> = match model {
             ModelConfig::Dlrm {
                 bottom_mlp,
                 top_mlp,
             } => Box::new(Dlrm::new(
-                &(&root / "dlrm"),
+                &net,
                 shape,
                 embedding.dim,
                 bottom_mlp,
                 top_mlp,
                 device,
             )?),
+            other => anyhow::bail!("model `{}` is not implemented yet", other.name()),
         };
         Ok(CtrModel {
             vs,
             embeddings,
+            linear,
             network,
         })
     }
 
-    /// Logits for a batch, plus the lookup whose rows carry the tables' sparse gradient.
-    pub fn forward(&self, dense: &Tensor, index: &LookupIndex, train: bool) -> (Tensor, Lookup) {
-        let lookup = self.embeddings.lookup(index);
-        let logits = self.network.forward(dense, &lookup.output, train);
-        (logits, lookup)
+    /// The sparse tables with their VarStore prefixes, in the order of `Forward::lookups`.
+    pub fn sparse_tables(&self) -> Vec<(&'static str, &Embeddings)> {
+        let mut tables = vec![(EMBEDDING_PATH, &self.embeddings)];
+        if let Some(l) = &self.linear {
+            tables.push((LINEAR_PATH, l));
+        }
+        tables
+    }
+
+    /// Logits for a batch, plus the lookups whose rows carry the tables' sparse gradients.
+    pub fn forward(&self, dense: &Tensor, index: &LookupIndex, train: bool) -> Forward {
+        let emb = self.embeddings.lookup(index);
+        let linear = self.linear.as_ref().map(|l| l.lookup(index));
+        let logits = self.network.forward(
+            &Features {
+                dense,
+                emb: &emb.output,
+                linear: linear.as_ref().map(|l| &l.output),
+            },
+            train,
+        );
+        let mut lookups = vec![emb];
+        lookups.extend(linear);
+        Forward { logits, lookups }
+    }
+
+    /// Logits from `[B, F]` field-local indices held in a tensor (the export path).
+    pub fn forward_local(&self, dense: &Tensor, local: &Tensor) -> Tensor {
+        let emb = self.embeddings.forward_local(local);
+        let linear = self.linear.as_ref().map(|l| l.forward_local(local));
+        self.network.forward(
+            &Features {
+                dense,
+                emb: &emb,
+                linear: linear.as_ref(),
+            },
+            false,
+        )
     }
 
     /// Replaces the embeddings by their collapsed `n x d` tables (what inference keeps).

@@ -5,7 +5,7 @@ mod run_dir;
 mod trainer;
 
 pub use device::{describe as describe_device, parse_device};
-pub use optimizer::Optimizer;
+pub use optimizer::{Optimizer, SparseGrad};
 pub use run_dir::{RunDir, METRICS};
 pub use trainer::{
     batch_tensors, predict, train_run, Divergence, EmbeddingParams, RunMetrics, RunOptions,

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Reduction, Tensor};
 
+use super::optimizer::SparseGrad;
 use super::{describe_device, parse_device, Optimizer, RunDir};
-use crate::config::RunSpec;
+use crate::config::{L2Config, LossReduction, RunSpec};
 use crate::data::{Batch, Dataset, Split, SplitData};
-use crate::embedding::{Embeddings, LookupIndex};
+use crate::embedding::{Embeddings, Lookup, LookupIndex};
 use crate::metrics::{self, Metrics};
 use crate::models::{CtrModel, InputShape};
 
@@ -119,7 +120,7 @@ pub fn predict(
         for chunk in rows.chunks(batch_size) {
             split.gather(chunk, &mut batch);
             let (dense, _, index) = batch_tensors(&batch, &model.embeddings, device)?;
-            let (logits, _) = model.forward(&dense, &index, false);
+            let logits = model.forward(&dense, &index, false).logits;
             let logits = logits.to_kind(Kind::Float).to_device(Device::Cpu);
             out.extend(Vec::<f32>::try_from(&logits)?);
         }
@@ -163,13 +164,23 @@ pub fn train_run(
         }),
     )?;
 
-    tch::manual_seed(t.seed as i64);
     let shape = InputShape {
         num_dense: dataset.num_dense(),
         cardinalities: dataset.cardinalities().to_vec(),
     };
-    let mut model = CtrModel::new(&cfg.model, &cfg.embedding, &shape, device)?;
+    let mut model = {
+        // libtorch's generator is process-wide: seed and draw without another run in between
+        static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(t.seed as i64);
+        CtrModel::new(&cfg.model, &cfg.embedding, &shape, device)?
+    };
     let mut optimizer = Optimizer::new(&cfg.optimizer, &model.vs);
+    let l2 = cfg.model.l2();
+    let reduction = match t.loss_reduction {
+        LossReduction::Mean => Reduction::Mean,
+        LossReduction::Sum => Reduction::Sum,
+    };
 
     let train = dataset.split(Split::Train);
     if train.len == 0 {
@@ -208,16 +219,18 @@ pub fn train_run(
             }
             train.gather(chunk, &mut batch);
             let (dense, labels, index) = batch_tensors(&batch, &model.embeddings, device)?;
-            let (logits, lookup) = model.forward(&dense, &index, true);
-            let loss = logits.binary_cross_entropy_with_logits::<Tensor>(
-                &labels,
-                None,
-                None,
-                Reduction::Mean,
-            );
+            let forward = model.forward(&dense, &index, true);
+            let data_loss = forward
+                .logits
+                .binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, reduction);
+            let loss = match penalty(&model, &forward.lookups, &l2) {
+                Some(p) => &data_loss + p,
+                None => data_loss.shallow_clone(),
+            };
             optimizer.zero_grad();
             loss.backward();
-            let loss_value = loss.double_value(&[]);
+            // logged per example, whatever the reduction
+            let loss_value = data_loss.double_value(&[]) / reduction_scale(reduction, batch.size);
             if !loss_value.is_finite() {
                 diverged = Some(Divergence {
                     step: step + 1,
@@ -227,7 +240,7 @@ pub fn train_run(
                 });
                 break 'epochs;
             }
-            optimizer.step(&model.embeddings.table, &lookup, &index);
+            optimizer.step(&SparseGrad::of_model(&model, &forward.lookups), &index);
             step += 1;
             samples += batch.size;
             interval_loss += loss_value;
@@ -324,6 +337,34 @@ pub fn train_run(
     run_dir.write_json(super::METRICS, &metrics)?;
     let published = run_dir.finish()?;
     Ok((published, metrics))
+}
+
+fn reduction_scale(reduction: Reduction, batch: usize) -> f64 {
+    match reduction {
+        Reduction::Sum => batch as f64,
+        _ => 1.0,
+    }
+}
+
+/// The L2 terms of the loss: `l2.embedding · Σ w²` over the embedding rows the batch looked up
+/// (and MLET's projections), `l2.linear` likewise over the linear part's rows, plus the
+/// network's own penalty.
+fn penalty(model: &CtrModel, lookups: &[Lookup], l2: &L2Config) -> Option<Tensor> {
+    let mut terms: Vec<Tensor> = Vec::new();
+    let square_sum = |t: &Tensor| t.square().sum(Kind::Float);
+    if l2.embedding > 0.0 {
+        terms.push(square_sum(&lookups[0].rows) * l2.embedding);
+        if let Some(p) = &model.embeddings.projection {
+            terms.push(square_sum(p) * l2.embedding);
+        }
+    }
+    if l2.linear > 0.0 {
+        if let Some(rows) = lookups.get(1).map(|l| &l.rows) {
+            terms.push(square_sum(rows) * l2.linear);
+        }
+    }
+    terms.extend(model.network.l2_penalty());
+    terms.into_iter().reduce(|a, b| a + b)
 }
 
 /// Predicts some test rows with the trained and with the collapsed embeddings.
