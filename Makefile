@@ -4,6 +4,9 @@ VENV ?= .venv
 TORCH_VERSION := 2.13.0
 PYTHON := $(VENV)/bin/python
 TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+# The reference implementation the model-parity tests compare against (and what it imports
+# without declaring it).
+DEEPCTR_STAMP := $(VENV)/.deepctr-torch-0.3.0
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 CARGO ?= cargo
@@ -21,11 +24,17 @@ $(TORCH_STAMP):
 	$(PYTHON) -c "import torch; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)', torch.__version__"
 	touch $@
 
+$(DEEPCTR_STAMP): $(TORCH_STAMP)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps deepctr-torch==0.3.0
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check numpy scikit-learn tqdm requests
+	$(PYTHON) -c "import deepctr_torch.models, numpy"
+	touch $@
+
 build: $(TORCH_STAMP)
 	$(CARGO) build --release
 
-test: $(TORCH_STAMP)
-	$(CARGO) test --release
+test: $(TORCH_STAMP) $(DEEPCTR_STAMP)
+	MLET_PYTHON=$(abspath $(PYTHON)) $(CARGO) test --release
 
 bench: build
 	$(CARGO) bench --bench sparse_step

@@ -71,9 +71,13 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
         let b = batch(step, &cards);
         let start = Instant::now();
         let (dense, labels, index) = batch_tensors(&b, &model.embeddings, Device::Cpu).unwrap();
-        let (logits, lookup) = model.forward(&dense, &index, true);
-        let loss =
-            logits.binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, Reduction::Mean);
+        let forward = model.forward(&dense, &index, true);
+        let loss = forward.logits.binary_cross_entropy_with_logits::<Tensor>(
+            &labels,
+            None,
+            None,
+            Reduction::Mean,
+        );
         opt.zero_grad();
         loss.backward();
         opt.step(&SparseGrad::of_model(&model, &forward.lookups), &index);

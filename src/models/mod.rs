@@ -29,6 +29,13 @@ pub trait Network {
     fn l2_penalty(&self) -> Option<Tensor> {
         None
     }
+
+    /// The network's parameters under DeepCTR-Torch's `state_dict` names (e.g.
+    /// `dnn.linears.0.weight`, `linear_model.weight`, `out.bias`), for the parity tests and for
+    /// exporting to DeepCTR-Torch. Empty for models DeepCTR-Torch does not have (DLRM).
+    fn deepctr_state_dict(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
 }
 
 /// Shapes a model is built for, taken from the data set.
@@ -148,6 +155,28 @@ impl CtrModel {
             },
             false,
         )
+    }
+
+    /// The whole model under DeepCTR-Torch's `state_dict` names, with collapsed embeddings:
+    /// `embedding_dict.C{i}.weight` `[n_i, d]`, `linear_model.embedding_dict.C{i}.weight`
+    /// `[n_i, 1]` (fields numbered from 1), plus the network's own parameters.
+    pub fn deepctr_state_dict(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        let mut push_tables = |prefix: &str, emb: &Embeddings| {
+            let table = emb.collapse().table;
+            for (f, (&off, &n)) in emb.offsets().iter().zip(emb.cardinalities()).enumerate() {
+                out.push((
+                    format!("{prefix}embedding_dict.C{}.weight", f + 1),
+                    table.narrow(0, off, n).copy(),
+                ));
+            }
+        };
+        push_tables("", &self.embeddings);
+        if let Some(l) = &self.linear {
+            push_tables("linear_model.", l);
+        }
+        out.extend(self.network.deepctr_state_dict());
+        out
     }
 
     /// Replaces the embeddings by their collapsed `n x d` tables (what inference keeps).

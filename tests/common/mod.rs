@@ -1,0 +1,101 @@
+//! Shared by the model-parity tests: runs DeepCTR-Torch 0.3.0 (in the project's Python venv) on
+//! the weights of a Rust model and compares click probabilities.
+#![allow(dead_code)]
+use std::path::PathBuf;
+use std::process::Command;
+
+use tch::{Device, Kind, Tensor};
+
+use mlet::data::Batch;
+use mlet::models::CtrModel;
+use mlet::training::batch_tensors;
+
+/// The venv's Python: `MLET_PYTHON` (set by `make test`), else `.venv/bin/python`.
+pub fn python() -> PathBuf {
+    std::env::var_os("MLET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+}
+
+/// A deterministic batch with `num_dense` dense features and indices within `cards`.
+pub fn batch(size: usize, num_dense: usize, cards: &[usize], seed: u64) -> Batch {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut b = Batch {
+        size,
+        ..Default::default()
+    };
+    for _ in 0..size {
+        b.dense.extend((0..num_dense).map(|_| rng.gen_range(0.0f32..3.0)));
+        b.cat.extend(cards.iter().map(|&n| rng.gen_range(0..n as i64)));
+        b.label.push(rng.gen_bool(0.25) as u8 as f32);
+    }
+    b
+}
+
+/// Our click probabilities for `batch` (eval mode).
+pub fn ours(model: &CtrModel, batch: &Batch) -> Vec<f32> {
+    tch::no_grad(|| {
+        let (dense, _, index) = batch_tensors(batch, &model.embeddings, Device::Cpu).unwrap();
+        let p = model.forward(&dense, &index, false).logits.sigmoid();
+        Vec::<f32>::try_from(&p.to_kind(Kind::Float)).unwrap()
+    })
+}
+
+/// DeepCTR-Torch's click probabilities for `batch` with `model`'s weights loaded into
+/// `deepctr_torch.models.<class>(columns, columns, **kwargs)`.
+pub fn deepctr(
+    class: &str,
+    kwargs: serde_json::Value,
+    model: &CtrModel,
+    cards: &[usize],
+    dim: usize,
+    num_dense: usize,
+    batch: &Batch,
+) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("w.npz");
+    let inputs = dir.path().join("x.npz");
+    let output = dir.path().join("y.npy");
+    let state = model.deepctr_state_dict();
+    let named: Vec<(&str, Tensor)> = state
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.to_kind(Kind::Float)))
+        .collect();
+    Tensor::write_npz(&named, &weights).unwrap();
+    let b = batch.size as i64;
+    let cat = Tensor::from_slice(&batch.cat).view([b, -1]);
+    let dense = Tensor::from_slice(&batch.dense).view([b, num_dense as i64]);
+    Tensor::write_npz(&[("cat", cat), ("dense", dense)], &inputs).unwrap();
+    let spec = serde_json::json!({
+        "model": class,
+        "kwargs": kwargs,
+        "cardinalities": cards,
+        "dim": dim,
+        "num_dense": num_dense,
+        "weights": weights,
+        "inputs": inputs,
+        "output": output,
+    });
+    let spec_path = dir.path().join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/parity/deepctr_parity.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(&spec_path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e} (run `make test`, which installs it)", python().display()));
+    assert!(
+        out.status.success(),
+        "deepctr_parity.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let y = Tensor::read_npy(&output).unwrap();
+    Vec::<f32>::try_from(&y).unwrap()
+}
+
+/// Largest absolute difference of two probability vectors of the same length.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
