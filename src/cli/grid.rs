@@ -83,6 +83,9 @@ pub fn run(args: GridArgs, verbosity: Verbosity) -> Result<()> {
         for path in &report.written {
             println!("wrote {}", path.display());
         }
+        for line in &report.findings {
+            println!("{line}");
+        }
     }
     if !report.failed.is_empty() {
         let list: Vec<String> = report

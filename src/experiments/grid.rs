@@ -62,6 +62,8 @@ pub struct GridReport {
     pub diverged: Vec<String>,
     pub results_csv: Option<PathBuf>,
     pub written: Vec<PathBuf>,
+    /// Headline findings for people: Table 3's maximum memory reduction, the best σ.
+    pub findings: Vec<String>,
 }
 
 pub fn run_grid(file: &Path, opts: &GridOptions) -> Result<GridReport> {
@@ -130,6 +132,7 @@ pub fn run_grid(file: &Path, opts: &GridOptions) -> Result<GridReport> {
         let out_dir = first.config.output.join(&first.config.name);
         if !rows.is_empty() {
             report.written = write_reports(&rows, &out_dir)?;
+            report.findings = findings(&rows);
             report.results_csv = Some(out_dir.join("results.csv"));
             if experiment.report.figures {
                 let prefix = experiment
@@ -327,6 +330,46 @@ fn dataset_label(spec: &RunSpec) -> String {
     let path = d.raw.as_ref().or(d.cache.as_ref());
     path.and_then(|p| p.file_stem())
         .map_or("data".into(), |s| s.to_string_lossy().into_owned())
+}
+
+/// One line per (model, dataset) for Table 3's maximum memory reduction, and per MLET point
+/// with several σ for the best σ.
+fn findings(rows: &[ResultRow]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for m in results::max_memory_reduction(&results::memory_reduction(rows)) {
+        let how: Vec<String> = m
+            .achieved_by
+            .iter()
+            .filter_map(|r| {
+                Some(format!(
+                    "d {} -> {} (k >= {})",
+                    r.baseline_d, r.mlet_d?, r.mlet_k?
+                ))
+            })
+            .collect();
+        lines.push(match m.ratio {
+            Some(ratio) => format!(
+                "{} on {}: maximum memory reduction {ratio}x ({})",
+                m.model,
+                m.dataset,
+                how.join(", ")
+            ),
+            None => format!(
+                "{} on {}: MLET never reached the baseline's AUC at a smaller or equal d",
+                m.model, m.dataset
+            ),
+        });
+    }
+    for b in results::best_init_std(rows)
+        .iter()
+        .filter(|b| b.sigmas_tried > 1)
+    {
+        lines.push(format!(
+            "{} on {} d={} k={}: best init_std {} (test AUC {:.4} ± {:.4} over {} seeds, {} values tried)",
+            b.model, b.dataset, b.d, b.k, b.init_std, b.auc_mean, b.auc_std, b.count, b.sigmas_tried
+        ));
+    }
+    lines
 }
 
 /// results.csv, summary.csv, memory_reduction.csv and best_init_std.csv under `out_dir`.
