@@ -4,8 +4,8 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 
-use super::Verbosity;
-use crate::experiments::{self, GridOptions, Overrides, Shard};
+use super::{OverrideArgs, Verbosity};
+use crate::experiments::{self, GridOptions, Shard};
 
 #[derive(Args, Debug)]
 pub struct GridArgs {
@@ -27,21 +27,8 @@ pub struct GridArgs {
     /// Train nothing: rebuild the results table, summaries and figures from finished runs.
     #[arg(long)]
     pub report_only: bool,
-    /// Raw data file to use instead of the file's `data.raw` (its format stays `data.format`).
-    #[arg(long)]
-    pub raw: Option<PathBuf>,
-    /// Device for every run: auto, cpu, cuda or cuda:N.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// libtorch threads per run (default: the cores divided by --jobs).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Root of the run directories (overrides output).
-    #[arg(long)]
-    pub output: Option<PathBuf>,
-    /// Stop each run after this many batches (a quick check, not a real result).
-    #[arg(long)]
-    pub max_steps: Option<usize>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 }
 
 pub fn run(args: GridArgs, verbosity: Verbosity) -> Result<()> {
@@ -55,13 +42,7 @@ pub fn run(args: GridArgs, verbosity: Verbosity) -> Result<()> {
         force: args.force,
         quiet: verbosity.quiet,
         report_only: args.report_only,
-        overrides: Overrides {
-            raw: args.raw,
-            device: args.device,
-            threads: args.threads,
-            output: args.output,
-            max_steps: args.max_steps,
-        },
+        overrides: args.overrides.into(),
     };
     let report = experiments::run_grid(&args.experiment, &opts)?;
     if args.dry_run {

@@ -16,3 +16,35 @@ impl Verbosity {
         Verbosity { quiet, verbose }
     }
 }
+
+/// Settings a command line imposes on every run of an experiment file (`train` and `grid`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OverrideArgs {
+    /// Raw data file to use instead of the file's `data.raw` (its format stays `data.format`).
+    #[arg(long)]
+    pub raw: Option<std::path::PathBuf>,
+    /// Device: auto, cpu, cuda or cuda:N (overrides training.device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// libtorch intra-op threads per run (overrides training.threads).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Root of the run directories (overrides output).
+    #[arg(long)]
+    pub output: Option<std::path::PathBuf>,
+    /// Stop each run after this many batches (a quick check, not a real result).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+}
+
+impl From<OverrideArgs> for crate::experiments::Overrides {
+    fn from(a: OverrideArgs) -> Self {
+        crate::experiments::Overrides {
+            raw: a.raw,
+            device: a.device,
+            threads: a.threads,
+            output: a.output,
+            max_steps: a.max_steps,
+        }
+    }
+}

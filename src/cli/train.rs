@@ -3,7 +3,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 
-use super::Verbosity;
+use super::{OverrideArgs, Verbosity};
 use crate::config::load_runs;
 use crate::experiments::{self, Outcome, Overrides};
 use crate::training::RunOptions;
@@ -16,21 +16,8 @@ pub struct TrainArgs {
     /// Train only the named run(s) of the file (repeatable).
     #[arg(long = "run", value_name = "NAME")]
     pub runs: Vec<String>,
-    /// Raw data file to use instead of the file's `data.raw` (its format stays `data.format`).
-    #[arg(long)]
-    pub raw: Option<PathBuf>,
-    /// Device: auto, cpu, cuda or cuda:N (overrides training.device).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// libtorch intra-op threads (overrides training.threads).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Root of the run directories (overrides output).
-    #[arg(long)]
-    pub output: Option<PathBuf>,
-    /// Stop each run after this many batches (a quick check, not a real result).
-    #[arg(long)]
-    pub max_steps: Option<usize>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
     /// Train again runs that already finished (the new run replaces the old when it completes).
     #[arg(long)]
     pub force: bool,
@@ -54,13 +41,7 @@ pub fn run(args: TrainArgs, verbosity: Verbosity) -> Result<()> {
         }
         specs.retain(|s| args.runs.contains(&s.run));
     }
-    let overrides = Overrides {
-        raw: args.raw.clone(),
-        device: args.device.clone(),
-        threads: args.threads,
-        output: args.output.clone(),
-        max_steps: args.max_steps,
-    };
+    let overrides: Overrides = args.overrides.clone().into();
     for spec in &mut specs {
         overrides.apply(spec);
         if verbosity.verbose {
