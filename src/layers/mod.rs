@@ -1,6 +1,12 @@
 //! Building blocks shared by the models.
+mod dnn;
+mod fm;
 mod interaction;
+mod linear_part;
 mod mlp;
 
+pub use dnn::Dnn;
+pub use fm::{bi_interaction, fm_cross_term};
 pub use interaction::DotInteraction;
+pub use linear_part::LinearPart;
 pub use mlp::Mlp;

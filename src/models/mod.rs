@@ -1,8 +1,15 @@
 //! CTR models. Each is a `Network` over dense features and the `[B, F, d]` output of any
 //! embedding kind, so swapping single-layer for MLET tables is a configuration change only.
+mod deepctr;
+mod deepfm;
 mod dlrm;
+mod nfm;
+mod wdl;
 
+pub use deepfm::DeepFm;
 pub use dlrm::Dlrm;
+pub use nfm::Nfm;
+pub use wdl::Wdl;
 
 use anyhow::Result;
 use tch::{nn, Device, Tensor};
@@ -107,6 +114,46 @@ impl CtrModel {
                 top_mlp,
                 device,
             )?),
+            ModelConfig::Wdl {
+                dnn_hidden_units,
+                dnn_dropout,
+                l2,
+            } => Box::new(Wdl::new(
+                &net,
+                shape,
+                embedding.dim,
+                dnn_hidden_units,
+                *dnn_dropout,
+                l2.dnn,
+            )),
+            ModelConfig::Deepfm {
+                use_fm,
+                dnn_hidden_units,
+                dnn_dropout,
+                l2,
+            } => Box::new(DeepFm::new(
+                &net,
+                shape,
+                embedding.dim,
+                *use_fm,
+                dnn_hidden_units,
+                *dnn_dropout,
+                l2.dnn,
+            )),
+            ModelConfig::Nfm {
+                dnn_hidden_units,
+                bi_dropout,
+                dnn_dropout,
+                l2,
+            } => Box::new(Nfm::new(
+                &net,
+                shape,
+                embedding.dim,
+                dnn_hidden_units,
+                *bi_dropout,
+                *dnn_dropout,
+                l2.dnn,
+            )),
             other => anyhow::bail!("model `{}` is not implemented yet", other.name()),
         };
         Ok(CtrModel {

@@ -26,8 +26,10 @@ pub fn batch(size: usize, num_dense: usize, cards: &[usize], seed: u64) -> Batch
         ..Default::default()
     };
     for _ in 0..size {
-        b.dense.extend((0..num_dense).map(|_| rng.gen_range(0.0f32..3.0)));
-        b.cat.extend(cards.iter().map(|&n| rng.gen_range(0..n as i64)));
+        b.dense
+            .extend((0..num_dense).map(|_| rng.gen_range(0.0f32..3.0)));
+        b.cat
+            .extend(cards.iter().map(|&n| rng.gen_range(0..n as i64)));
         b.label.push(rng.gen_bool(0.25) as u8 as f32);
     }
     b
@@ -84,7 +86,12 @@ pub fn deepctr(
         .arg(&script)
         .arg(&spec_path)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e} (run `make test`, which installs it)", python().display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (run `make test`, which installs it)",
+                python().display()
+            )
+        });
     assert!(
         out.status.success(),
         "deepctr_parity.py failed: {}",
@@ -97,5 +104,8 @@ pub fn deepctr(
 /// Largest absolute difference of two probability vectors of the same length.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
