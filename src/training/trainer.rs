@@ -313,6 +313,12 @@ pub fn train_run(
         .vs
         .save(run_dir.dir().join("weights.safetensors"))
         .context("cannot save the weights")?;
+    // what a continued run needs besides the weights
+    let state = optimizer.state_tensors();
+    if !state.is_empty() {
+        Tensor::write_safetensors(&state, run_dir.dir().join("optimizer.safetensors"))
+            .context("cannot save the optimizer state")?;
+    }
     let metrics = RunMetrics {
         experiment: cfg.name.clone(),
         run: spec.run.clone(),
