@@ -110,3 +110,53 @@ fn nfm_matches_deepctr_torch() {
         json!({"dnn_hidden_units": [16, 8]}),
     );
 }
+
+#[test]
+fn dcn_matches_deepctr_torch_with_both_cross_parameterizations() {
+    for p in ["vector", "matrix"] {
+        check(
+            ModelConfig::Dcn {
+                cross_num: 2,
+                cross_parameterization: p.into(),
+                dnn_hidden_units: vec![16, 8],
+                dnn_dropout: 0.0,
+                l2: Default::default(),
+            },
+            "DCN",
+            json!({"cross_num": 2, "cross_parameterization": p, "dnn_hidden_units": [16, 8]}),
+        );
+    }
+}
+
+#[test]
+fn xdeepfm_matches_deepctr_torch_with_and_without_split_half() {
+    for split in [true, false] {
+        check(
+            ModelConfig::Xdeepfm {
+                dnn_hidden_units: vec![16, 8],
+                cin_layer_size: vec![6, 4],
+                cin_split_half: split,
+                dnn_dropout: 0.0,
+                l2: Default::default(),
+            },
+            "xDeepFM",
+            json!({"dnn_hidden_units": [16, 8], "cin_layer_size": [6, 4], "cin_split_half": split}),
+        );
+    }
+}
+
+#[test]
+fn autoint_matches_deepctr_torch() {
+    check(
+        ModelConfig::Autoint {
+            att_layer_num: 2,
+            att_head_num: 2,
+            att_res: true,
+            dnn_hidden_units: vec![16, 8],
+            dnn_dropout: 0.0,
+            l2: Default::default(),
+        },
+        "AutoInt",
+        json!({"att_layer_num": 2, "att_head_num": 2, "dnn_hidden_units": [16, 8]}),
+    );
+}

@@ -17,13 +17,17 @@ pub fn combined_dnn_input(emb: &Tensor, dense: &Tensor) -> Tensor {
 
 pub struct DeepParts {
     linear: LinearPart,
-    dnn: Option<(Dnn, nn::Linear)>,
+    dnn: Option<Dnn>,
+    /// `dnn_linear`: the bias-free output layer over [extra features, DNN output].
+    head: Option<nn::Linear>,
     out_bias: Tensor,
     l2_dnn: f64,
 }
 
 impl DeepParts {
-    /// `dnn_input` is the width of what the model feeds its DNN; no DNN when `hidden` is empty.
+    /// `dnn_input` is the width of what the model feeds its DNN (none when `hidden` is empty);
+    /// `extra` is the width of what the model stacks before the DNN output into `dnn_linear`
+    /// (DCN's cross output, AutoInt's attention output; 0 for the others).
     pub fn new(
         path: &nn::Path,
         num_dense: usize,
@@ -31,18 +35,22 @@ impl DeepParts {
         hidden: &[usize],
         dropout: f64,
         l2_dnn: f64,
+        extra: usize,
     ) -> DeepParts {
-        let dnn = hidden.last().map(|&last| {
-            let dnn = Dnn::new(&(path / "dnn"), dnn_input, hidden, dropout, INIT_STD);
+        let dnn = (!hidden.is_empty())
+            .then(|| Dnn::new(&(path / "dnn"), dnn_input, hidden, dropout, INIT_STD));
+        let head_input = hidden.last().copied().unwrap_or(0) + extra;
+        let head = (head_input > 0).then(|| {
             let cfg = nn::LinearConfig {
                 bias: false,
                 ..Default::default()
             };
-            (dnn, nn::linear(path / "dnn_linear", last as i64, 1, cfg))
+            nn::linear(path / "dnn_linear", head_input as i64, 1, cfg)
         });
         DeepParts {
             linear: LinearPart::new(&(path / "linear_model"), num_dense, INIT_STD),
             dnn,
+            head,
             out_bias: path.zeros("out_bias", &[1]),
             l2_dnn,
         }
@@ -56,11 +64,17 @@ impl DeepParts {
         self.linear.forward(sparse, x.dense)
     }
 
-    /// `dnn_linear(dnn(input))`: `[B, 1]`, or None without a DNN.
-    pub fn dnn_logit(&self, input: &Tensor, train: bool) -> Option<Tensor> {
-        self.dnn
-            .as_ref()
-            .map(|(dnn, out)| out.forward(&dnn.forward(input, train)))
+    /// `dnn_linear([extra, dnn(input)])`: `[B, 1]`, or None when there is neither.
+    pub fn dnn_logit(&self, input: &Tensor, extra: Option<&Tensor>, train: bool) -> Option<Tensor> {
+        let head = self.head.as_ref()?;
+        let mut parts: Vec<Tensor> = extra.into_iter().map(|e| e.shallow_clone()).collect();
+        parts.extend(self.dnn.as_ref().map(|d| d.forward(input, train)));
+        Some(head.forward(&Tensor::cat(&parts, 1)))
+    }
+
+    /// `dnn_linear`'s weight, for models that regularise it with another coefficient.
+    pub fn head_weight(&self) -> Option<&Tensor> {
+        self.head.as_ref().map(|h| &h.ws)
     }
 
     /// Adds the prediction bias: `[B, 1]` → logits `[B]` (DeepCTR's output is their sigmoid).
@@ -68,20 +82,35 @@ impl DeepParts {
         (logit + &self.out_bias).squeeze_dim(1)
     }
 
-    /// `l2_reg_dnn · Σ w²` over the DNN weights and `dnn_linear`.
-    pub fn l2_penalty(&self) -> Option<Tensor> {
-        let (dnn, out) = self.dnn.as_ref()?;
-        (self.l2_dnn > 0.0)
-            .then(|| (dnn.weight_square_sum() + out.ws.square().sum(Kind::Float)) * self.l2_dnn)
+    /// `l2_reg_dnn · Σ w²` over the DNN weights, and over `dnn_linear` when `with_head`.
+    pub fn l2_penalty(&self, with_head: bool) -> Option<Tensor> {
+        if self.l2_dnn == 0.0 {
+            return None;
+        }
+        let mut terms: Vec<Tensor> = self.dnn.iter().map(|d| d.weight_square_sum()).collect();
+        if with_head {
+            terms.extend(self.head.iter().map(|h| h.ws.square().sum(Kind::Float)));
+        }
+        terms
+            .into_iter()
+            .reduce(|a, b| a + b)
+            .map(|t| t * self.l2_dnn)
     }
 
     pub fn state_dict(&self) -> Vec<(String, Tensor)> {
         let mut out = self.linear.state_dict();
-        if let Some((dnn, linear)) = &self.dnn {
+        if let Some(dnn) = &self.dnn {
             out.extend(dnn.state_dict("dnn."));
-            out.push(("dnn_linear.weight".into(), linear.ws.shallow_clone()));
+        }
+        if let Some(head) = &self.head {
+            out.push(("dnn_linear.weight".into(), head.ws.shallow_clone()));
         }
         out.push(("out.bias".into(), self.out_bias.shallow_clone()));
         out
     }
+}
+
+/// Sums optional penalty terms.
+pub fn sum_terms(terms: impl IntoIterator<Item = Option<Tensor>>) -> Option<Tensor> {
+    terms.into_iter().flatten().reduce(|a, b| a + b)
 }

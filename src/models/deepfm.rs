@@ -23,7 +23,7 @@ impl DeepFm {
     ) -> DeepFm {
         let input = shape.cardinalities.len() * dim + shape.num_dense;
         DeepFm {
-            parts: DeepParts::new(path, shape.num_dense, input, hidden, dropout, l2_dnn),
+            parts: DeepParts::new(path, shape.num_dense, input, hidden, dropout, l2_dnn, 0),
             use_fm,
         }
     }
@@ -37,7 +37,7 @@ impl Network for DeepFm {
         }
         if let Some(deep) = self
             .parts
-            .dnn_logit(&combined_dnn_input(x.emb, x.dense), train)
+            .dnn_logit(&combined_dnn_input(x.emb, x.dense), None, train)
         {
             logit += deep;
         }
@@ -45,7 +45,7 @@ impl Network for DeepFm {
     }
 
     fn l2_penalty(&self) -> Option<Tensor> {
-        self.parts.l2_penalty()
+        self.parts.l2_penalty(true)
     }
 
     fn deepctr_state_dict(&self) -> Vec<(String, Tensor)> {

@@ -1,15 +1,21 @@
 //! CTR models. Each is a `Network` over dense features and the `[B, F, d]` output of any
 //! embedding kind, so swapping single-layer for MLET tables is a configuration change only.
+mod autoint;
+mod dcn;
 mod deepctr;
 mod deepfm;
 mod dlrm;
 mod nfm;
 mod wdl;
+mod xdeepfm;
 
+pub use autoint::AutoInt;
+pub use dcn::Dcn;
 pub use deepfm::DeepFm;
 pub use dlrm::Dlrm;
 pub use nfm::Nfm;
 pub use wdl::Wdl;
+pub use xdeepfm::XDeepFm;
 
 use anyhow::Result;
 use tch::{nn, Device, Tensor};
@@ -154,7 +160,56 @@ impl CtrModel {
                 *dnn_dropout,
                 l2.dnn,
             )),
-            other => anyhow::bail!("model `{}` is not implemented yet", other.name()),
+            ModelConfig::Dcn {
+                cross_num,
+                cross_parameterization,
+                dnn_hidden_units,
+                dnn_dropout,
+                l2,
+            } => Box::new(Dcn::new(
+                &net,
+                shape,
+                embedding.dim,
+                *cross_num,
+                cross_parameterization == "matrix",
+                dnn_hidden_units,
+                *dnn_dropout,
+                l2,
+            )),
+            ModelConfig::Xdeepfm {
+                dnn_hidden_units,
+                cin_layer_size,
+                cin_split_half,
+                dnn_dropout,
+                l2,
+            } => Box::new(XDeepFm::new(
+                &net,
+                shape,
+                embedding.dim,
+                dnn_hidden_units,
+                cin_layer_size,
+                *cin_split_half,
+                *dnn_dropout,
+                l2,
+            )),
+            ModelConfig::Autoint {
+                att_layer_num,
+                att_head_num,
+                att_res,
+                dnn_hidden_units,
+                dnn_dropout,
+                l2,
+            } => Box::new(AutoInt::new(
+                &net,
+                shape,
+                embedding.dim,
+                *att_layer_num,
+                *att_head_num,
+                *att_res,
+                dnn_hidden_units,
+                *dnn_dropout,
+                l2.dnn,
+            )?),
         };
         Ok(CtrModel {
             vs,

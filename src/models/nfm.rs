@@ -23,7 +23,7 @@ impl Nfm {
     ) -> Nfm {
         let input = dim + shape.num_dense;
         Nfm {
-            parts: DeepParts::new(path, shape.num_dense, input, hidden, dropout, l2_dnn),
+            parts: DeepParts::new(path, shape.num_dense, input, hidden, dropout, l2_dnn, 0),
             bi_dropout,
         }
     }
@@ -36,6 +36,7 @@ impl Network for Nfm {
         let mut logit = self.parts.linear_logit(x);
         if let Some(deep) = self.parts.dnn_logit(
             &combined_dnn_input(&pooled.view([b, 1, -1]), x.dense),
+            None,
             train,
         ) {
             logit += deep;
@@ -44,7 +45,7 @@ impl Network for Nfm {
     }
 
     fn l2_penalty(&self) -> Option<Tensor> {
-        self.parts.l2_penalty()
+        self.parts.l2_penalty(true)
     }
 
     fn deepctr_state_dict(&self) -> Vec<(String, Tensor)> {

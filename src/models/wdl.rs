@@ -20,7 +20,7 @@ impl Wdl {
     ) -> Wdl {
         let input = shape.cardinalities.len() * dim + shape.num_dense;
         Wdl {
-            parts: DeepParts::new(path, shape.num_dense, input, hidden, dropout, l2_dnn),
+            parts: DeepParts::new(path, shape.num_dense, input, hidden, dropout, l2_dnn, 0),
         }
     }
 }
@@ -30,7 +30,7 @@ impl Network for Wdl {
         let mut logit = self.parts.linear_logit(x);
         if let Some(deep) = self
             .parts
-            .dnn_logit(&combined_dnn_input(x.emb, x.dense), train)
+            .dnn_logit(&combined_dnn_input(x.emb, x.dense), None, train)
         {
             logit += deep;
         }
@@ -38,7 +38,7 @@ impl Network for Wdl {
     }
 
     fn l2_penalty(&self) -> Option<Tensor> {
-        self.parts.l2_penalty()
+        self.parts.l2_penalty(true)
     }
 
     fn deepctr_state_dict(&self) -> Vec<(String, Tensor)> {

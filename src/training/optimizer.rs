@@ -1,7 +1,22 @@
 //! Optimizers written over tensors rather than wrapping `torch::optim`, so that the embedding
 //! tables get sparse row updates and all state lives in tensors that can be saved.
+//!
+//! Three kinds, each mirroring a torch optimizer operation by operation (the same formulas in the
+//! same order, so that they agree with torch to rounding; `tests/optimizers.rs` compares them):
+//!
+//! | kind | dense parameters | embedding tables (rows a batch touched) |
+//! |---|---|---|
+//! | `sgd` | `torch.optim.SGD` (no momentum) | the same rule on the touched rows |
+//! | `adagrad` | `torch.optim.Adagrad` | `torch.optim.Adagrad` on a sparse gradient |
+//! | `adam` | `torch.optim.Adam` (L2 weight decay, not AdamW) | `torch.optim.SparseAdam` (lazy) |
+//!
+//! Departures from torch: no `lr_decay`, `momentum`, `amsgrad` or `maximize`; weight decay on a
+//! table is added to the gradient of the touched rows only (torch's sparse Adagrad and
+//! SparseAdam reject weight decay), so rows a batch does not look up are never decayed.
+use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
-use tch::{nn, Tensor};
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{OptimizerConfig, OptimizerKind};
 use crate::embedding::{Lookup, LookupIndex};
@@ -32,17 +47,45 @@ impl<'a> SparseGrad<'a> {
     }
 }
 
-/// SGD, Adagrad (torch.optim.Adagrad; for tables its sparse-gradient path) or Adam
-/// (torch.optim.Adam for dense parameters; torch.optim.SparseAdam's lazy update for tables).
+/// Adagrad's default `eps` (torch.optim.Adagrad).
+pub const ADAGRAD_EPS: f64 = 1e-10;
+/// Adam's default `eps` (torch.optim.Adam and SparseAdam).
+pub const ADAM_EPS: f64 = 1e-8;
+
+/// SGD, Adagrad or Adam over a model's dense parameters and its embedding tables.
+///
+/// - **SGD** mirrors `torch.optim.SGD` without momentum: `p -= lr · (g + wd · p)`.
+/// - **Adagrad** mirrors `torch.optim.Adagrad` (`lr_decay = 0`): `sum += g²`,
+///   `p -= lr · g / (sqrt(sum) + eps)`, `sum` starting at `initial_accumulator_value`, weight
+///   decay added to the gradient. Tables follow torch's sparse-gradient branch of the same
+///   optimizer for the touched rows: `sum[rows] += g²`,
+///   `table[rows] -= lr · g / (sqrt(sum[rows]) + eps)`.
+/// - **Adam** mirrors `torch.optim.Adam` (bias correction, weight decay added to the gradient,
+///   not decoupled): `m = lerp(m, g, 1-β1)`, `v = β2 v + (1-β2) g²`,
+///   `p -= lr/(1-β1ᵗ) · m / (sqrt(v)/sqrt(1-β2ᵗ) + eps)`. Tables are updated lazily as
+///   `torch.optim.SparseAdam` does: only the touched rows' moments are updated, and their step
+///   is `lr · sqrt(1-β2ᵗ)/(1-β1ᵗ) · m / (sqrt(v) + eps)` (eps outside the bias correction, as in
+///   SparseAdam), where `t` counts the optimizer steps that updated the table (every step in
+///   training, so the global step count), not the steps that touched a given row.
+///
+/// Weight decay on tables (a departure: torch rejects it with sparse gradients) is added to the
+/// gradient of the touched rows only. Learning rates: `embedding_lr` (or `lr`) for the tables
+/// and MLET projections, `lr` for everything else.
+///
+/// State is kept per parameter under `<param>.<slot>` (`sum`, `exp_avg`, `exp_avg_sq`), created
+/// with the parameter's shape on its first update; a table's state has the table's shape and row
+/// `i` belongs to table row `i`, so untouched rows keep their state.
 pub struct Optimizer {
     config: OptimizerConfig,
+    device: Device,
     /// Trainable dense parameters (MLPs, MLET projections), in name order.
     dense: Vec<(String, Tensor)>,
-    /// Per-parameter state (`<name>.sum`, `<name>.exp_avg`, `<name>.exp_avg_sq`), created lazily
-    /// with the parameter's shape; for tables, row `i` belongs to table row `i`.
+    /// Per-parameter state tensors, by `<param>.<slot>`.
     state: BTreeMap<String, Tensor>,
-    /// Steps each parameter has been updated (Adam's bias correction).
+    /// Updates each parameter has received (Adam's bias correction), by parameter name.
     steps: BTreeMap<String, i64>,
+    /// Calls of `step`.
+    step: i64,
 }
 
 impl Optimizer {
@@ -55,9 +98,11 @@ impl Optimizer {
         dense.sort_by(|a, b| a.0.cmp(&b.0));
         Optimizer {
             config: config.clone(),
+            device: vs.device(),
             dense,
             state: BTreeMap::new(),
             steps: BTreeMap::new(),
+            step: 0,
         }
     }
 
@@ -65,6 +110,11 @@ impl Optimizer {
         for (_, p) in &mut self.dense {
             p.zero_grad();
         }
+    }
+
+    /// How many times `step` has been called (restored by `load_state`).
+    pub fn steps_taken(&self) -> i64 {
+        self.step
     }
 
     /// The learning rate of a parameter: `embedding_lr` for embedding-side parameters.
@@ -77,9 +127,17 @@ impl Optimizer {
         }
     }
 
-    /// Applies one update after `backward()`: every dense parameter, and the rows of each sparse
-    /// table that `index` touched.
+    fn eps(&self) -> f64 {
+        self.config.eps.unwrap_or(match self.config.kind {
+            OptimizerKind::Adam => ADAM_EPS,
+            _ => ADAGRAD_EPS,
+        })
+    }
+
+    /// Applies one update after `backward()`: every dense parameter with a gradient, and the
+    /// rows `index.unique` of each sparse table. In place, under `no_grad`.
     pub fn step(&mut self, sparse: &[SparseGrad], index: &LookupIndex) {
+        self.step += 1;
         tch::no_grad(|| {
             let dense: Vec<(String, Tensor)> = self
                 .dense
@@ -101,6 +159,7 @@ impl Optimizer {
         })
     }
 
+    /// The state tensor `key`, created as `like`'s shape filled with `fill` on first use.
     fn state_like(&mut self, key: String, like: &Tensor, fill: f64) -> Tensor {
         self.state
             .entry(key)
@@ -114,10 +173,13 @@ impl Optimizer {
         *step
     }
 
+    /// torch.optim.SGD / Adagrad / Adam (single-tensor path) on one dense parameter.
     fn update_dense(&mut self, name: &str, p: &Tensor, g: &Tensor) {
         let c = self.config.clone();
         let lr = self.lr_of(name);
-        let g = if c.weight_decay > 0.0 {
+        let eps = self.eps();
+        // torch: grad = grad.add(param, alpha=weight_decay)
+        let g = if c.weight_decay != 0.0 {
             g + p * c.weight_decay
         } else {
             g.shallow_clone()
@@ -130,32 +192,42 @@ impl Optimizer {
             OptimizerKind::Adagrad => {
                 let mut sum =
                     self.state_like(format!("{name}.sum"), &p, c.initial_accumulator_value);
+                // state_sum.addcmul_(grad, grad); std = state_sum.sqrt().add_(eps)
                 let _ = sum.addcmul_(&g, &g);
-                let denom = sum.sqrt() + c.eps.unwrap_or(1e-10);
-                let _ = p.f_sub_(&(g / denom * lr)).expect("shapes agree");
+                let std = sum.sqrt() + eps;
+                // param.addcdiv_(grad, std, value=-lr) = param + (-lr · grad) / std
+                let _ = p.f_add_(&((&g * -lr) / std)).expect("shapes agree");
             }
             OptimizerKind::Adam => {
                 let [b1, b2] = c.betas;
-                let step = self.next_step(name);
+                let step = self.next_step(name) as f64;
                 let mut m = self.state_like(format!("{name}.exp_avg"), &p, 0.0);
                 let mut v = self.state_like(format!("{name}.exp_avg_sq"), &p, 0.0);
+                // exp_avg.lerp_(grad, 1 - beta1)
                 let _ = m.lerp_(&g, 1.0 - b1);
-                let _ = v.g_mul_scalar_(b2).addcmul_(&(&g * (1.0 - b2)), &g);
-                let bc1 = 1.0 - b1.powi(step as i32);
-                let bc2 = 1.0 - b2.powi(step as i32);
-                let denom = v.sqrt() / bc2.sqrt() + c.eps.unwrap_or(1e-8);
-                let _ = p.f_sub_(&(&m / denom * (lr / bc1))).expect("shapes agree");
+                // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                let _ = v.g_mul_scalar_(b2);
+                let _ = v.addcmul_(&(&g * (1.0 - b2)), &g);
+                // Python's float ** float is C's pow, as f64::powf
+                let bc1 = 1.0 - b1.powf(step);
+                let bc2 = 1.0 - b2.powf(step);
+                let step_size = lr / bc1;
+                let denom = v.sqrt() / bc2.powf(0.5) + eps;
+                // param.addcdiv_(exp_avg, denom, value=-step_size)
+                let _ = p.f_add_(&((&m * -step_size) / denom)).expect("shapes agree");
             }
         }
     }
 
-    /// Updates rows `rows` of `table` with their (already summed) gradient `g`; state rows
-    /// outside `rows` are not touched.
+    /// Updates rows `rows` (distinct) of `table` with their summed gradient `g`; table and state
+    /// rows outside `rows` are not touched.
     fn update_rows(&mut self, name: &str, table: &Tensor, rows: &Tensor, g: &Tensor) {
         let c = self.config.clone();
         let lr = self.lr_of(name);
-        let g = if c.weight_decay > 0.0 {
-            // only on the touched rows: decay stays sparse
+        let eps = self.eps();
+        let g = if c.weight_decay != 0.0 {
+            // a departure from torch (which refuses weight decay with sparse gradients): the
+            // decay of the touched rows only, so that the update stays sparse
             g + table.index_select(0, rows) * c.weight_decay
         } else {
             g.shallow_clone()
@@ -163,55 +235,131 @@ impl Optimizer {
         let update = match c.kind {
             OptimizerKind::Sgd => g * -lr,
             OptimizerKind::Adagrad => {
+                // torch.optim.Adagrad's sparse branch:
+                //   state_sum.add_(sparse(g²)); std = state_sum.sparse_mask(grad).sqrt_().add_(eps)
+                //   param.add_(sparse(g / std), alpha=-lr)
                 let mut sum =
                     self.state_like(format!("{name}.sum"), table, c.initial_accumulator_value);
                 let _ = sum.index_add_(0, rows, &g.square());
-                let denom = sum.index_select(0, rows).sqrt() + c.eps.unwrap_or(1e-10);
-                g / denom * -lr
+                let std = sum.index_select(0, rows).sqrt() + eps;
+                (g / std) * -lr
             }
             OptimizerKind::Adam => {
+                // torch.optim._functional.sparse_adam, step by step
                 let [b1, b2] = c.betas;
-                let step = self.next_step(name);
+                let step = self.next_step(name) as f64;
                 let mut m = self.state_like(format!("{name}.exp_avg"), table, 0.0);
                 let mut v = self.state_like(format!("{name}.exp_avg_sq"), table, 0.0);
-                let m_rows = m.index_select(0, rows).lerp(&g, 1.0 - b1);
-                let v_rows = v.index_select(0, rows) * b2 + g.square() * (1.0 - b2);
-                let _ = m.index_copy_(0, rows, &m_rows);
-                let _ = v.index_copy_(0, rows, &v_rows);
-                let bc1 = 1.0 - b1.powi(step as i32);
-                let bc2 = 1.0 - b2.powi(step as i32);
+                let old_m = m.index_select(0, rows);
+                let m_update = (&g - &old_m) * (1.0 - b1);
+                let _ = m.index_add_(0, rows, &m_update);
+                let old_v = v.index_select(0, rows);
+                let v_update = (g.square() - &old_v) * (1.0 - b2);
+                let _ = v.index_add_(0, rows, &v_update);
+                let numer = m_update + old_m;
+                let denom = (v_update + old_v).sqrt() + eps;
+                let bc1 = 1.0 - b1.powf(step);
+                let bc2 = 1.0 - b2.powf(step);
                 let step_size = lr * bc2.sqrt() / bc1;
-                m_rows / (v_rows.sqrt() + c.eps.unwrap_or(1e-8)) * -step_size
+                (numer / denom) * -step_size
             }
         };
         let mut table = table.shallow_clone();
         let _ = table.index_add_(0, rows, &update);
     }
 
-    /// Everything needed to continue training: state tensors and step counts (as 0-d tensors),
-    /// under stable names.
+    /// Everything needed to continue training exactly: the state tensors (`state.<param>.<slot>`),
+    /// each parameter's update count (`steps.<param>`, int64 `[1]`) and the number of `step`
+    /// calls (`step`, int64 `[1]`).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = self
-            .state
-            .iter()
-            .map(|(k, v)| (format!("state.{k}"), v.shallow_clone()))
-            .collect();
+        let mut out: Vec<(String, Tensor)> = vec![("step".into(), Tensor::from_slice(&[self.step]))];
+        out.extend(
+            self.state
+                .iter()
+                .map(|(k, v)| (format!("state.{k}"), v.shallow_clone())),
+        );
         out.extend(
             self.steps
                 .iter()
-                .map(|(k, &s)| (format!("steps.{k}"), Tensor::from(s))),
+                .map(|(k, &s)| (format!("steps.{k}"), Tensor::from_slice(&[s]))),
         );
         out
     }
 
-    /// Restores what `state_tensors` returned.
-    pub fn load_state(&mut self, tensors: Vec<(String, Tensor)>) {
+    /// Replaces the optimizer's state with what `state_tensors` returned (moved to the
+    /// parameters' device). Refuses state of another optimizer kind and state whose shape does
+    /// not match its dense parameter.
+    pub fn load_state(&mut self, tensors: Vec<(String, Tensor)>) -> Result<()> {
+        let slots: &[&str] = match self.config.kind {
+            OptimizerKind::Sgd => &[],
+            OptimizerKind::Adagrad => &["sum"],
+            OptimizerKind::Adam => &["exp_avg", "exp_avg_sq"],
+        };
+        let shape_of = |param: &str| {
+            self.dense
+                .iter()
+                .find(|(n, _)| n == param)
+                .map(|(_, p)| p.size())
+        };
+        let mut state = BTreeMap::new();
+        let mut steps = BTreeMap::new();
+        let mut step = None;
         for (name, t) in tensors {
-            if let Some(k) = name.strip_prefix("state.") {
-                self.state.insert(k.to_string(), t);
-            } else if let Some(k) = name.strip_prefix("steps.") {
-                self.steps.insert(k.to_string(), t.int64_value(&[]));
+            let count = || -> Result<i64> {
+                if t.kind() != Kind::Int64 || t.numel() != 1 {
+                    bail!("optimizer state {name}: expected one int64");
+                }
+                Ok(t.int64_value(&[0]))
+            };
+            if name == "step" {
+                step = Some(count()?);
+            } else if let Some(param) = name.strip_prefix("steps.") {
+                steps.insert(param.to_string(), count()?);
+            } else if let Some(key) = name.strip_prefix("state.") {
+                let (param, slot) = key
+                    .rsplit_once('.')
+                    .with_context(|| format!("optimizer state {name}: no slot name"))?;
+                if !slots.contains(&slot) {
+                    bail!(
+                        "optimizer state {name}: not state of {} (saved by another optimizer?)",
+                        self.config.kind.name()
+                    );
+                }
+                if let Some(shape) = shape_of(param) {
+                    if shape != t.size() {
+                        bail!(
+                            "optimizer state {name}: shape {:?}, the parameter's is {shape:?}",
+                            t.size()
+                        );
+                    }
+                }
+                state.insert(key.to_string(), t.to_device(self.device));
+            } else {
+                bail!("unexpected optimizer state tensor {name}");
             }
         }
+        self.step = step.context("optimizer state: no step count")?;
+        self.state = state;
+        self.steps = steps;
+        Ok(())
+    }
+
+    /// Writes `state_tensors` to a safetensors file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tensors: Vec<(String, Tensor)> = self
+            .state_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.contiguous()))
+            .collect();
+        Tensor::write_safetensors(&tensors, path)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Restores the state `save` wrote.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let tensors = Tensor::read_safetensors(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        self.load_state(tensors)
+            .with_context(|| format!("in {}", path.display()))
     }
 }
