@@ -179,3 +179,44 @@ fn cli_rejects_an_unusable_cuda_request() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("CUDA"), "{stderr}");
 }
+
+#[test]
+fn every_model_trains_with_single_and_mlet_embeddings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut runs = String::from("runs:\n");
+    for model in ["wdl", "deepfm", "nfm", "dcn", "autoint"] {
+        for (emb, settings) in [
+            ("single", "{kind: single}"),
+            ("mlet", "{kind: mlet, k: 16, init_std: 0.1}"),
+        ] {
+            runs.push_str(&format!(
+                "  - name: {model}-{emb}\n    model: {{kind: {model}, dnn_hidden_units: [32, 16]}}\n    embedding: {settings}\n"
+            ));
+        }
+    }
+    runs.push_str("  - name: xdeepfm-mlet\n    model: {kind: xdeepfm, dnn_hidden_units: [32], cin_layer_size: [8, 4]}\n    embedding: {kind: mlet, k: 16, init_std: 0.1}\n");
+    let text = experiment(tmp.path(), &runs)
+        .replace(
+            "model: {kind: dlrm, bottom_mlp: [64], top_mlp: [64, 32]}",
+            "model: {kind: wdl}",
+        )
+        .replace(
+            "optimizer: {kind: sgd, lr: 0.2}",
+            "optimizer: {kind: adagrad, lr: 0.02}",
+        )
+        .replace("batch_size: 128,", "batch_size: 256, loss_reduction: sum,");
+    let specs = parse_runs(&text).unwrap();
+    let outcomes = run_all(&specs, false, &RunOptions { quiet: true }).unwrap();
+    assert_eq!(outcomes.len(), 11);
+    for outcome in &outcomes {
+        let m = metrics_of(outcome);
+        let auc = m.test.expect("trained runs are evaluated").auc;
+        assert!(auc > 0.6, "{}: test AUC {auc}", m.run);
+        assert!(
+            m.collapse_max_abs_diff <= 1e-5,
+            "{}: {}",
+            m.run,
+            m.collapse_max_abs_diff
+        );
+    }
+}
