@@ -400,6 +400,10 @@ pub struct TrainingConfig {
     pub max_steps: Option<usize>,
     #[serde(default)]
     pub loss_reduction: LossReduction,
+    /// Write a resumable checkpoint into the partial run directory every this many steps
+    /// (see docs/training.md); none when absent.
+    #[serde(default)]
+    pub checkpoint_every: Option<usize>,
 }
 
 impl Default for TrainingConfig {
@@ -414,6 +418,7 @@ impl Default for TrainingConfig {
             log_every: default_log_every(),
             max_steps: None,
             loss_reduction: LossReduction::Mean,
+            checkpoint_every: None,
         }
     }
 }
@@ -596,6 +601,9 @@ impl RunConfig {
         }
         if t.log_every == 0 {
             return Err("training.log_every: must be at least 1".into());
+        }
+        if t.checkpoint_every == Some(0) {
+            return Err("training.checkpoint_every: must be at least 1".into());
         }
         if t.threads == Some(0) {
             return Err("training.threads: must be at least 1".into());

@@ -214,7 +214,9 @@ impl Optimizer {
                 let step_size = lr / bc1;
                 let denom = v.sqrt() / bc2.powf(0.5) + eps;
                 // param.addcdiv_(exp_avg, denom, value=-step_size)
-                let _ = p.f_add_(&((&m * -step_size) / denom)).expect("shapes agree");
+                let _ = p
+                    .f_add_(&((&m * -step_size) / denom))
+                    .expect("shapes agree");
             }
         }
     }
@@ -272,7 +274,8 @@ impl Optimizer {
     /// each parameter's update count (`steps.<param>`, int64 `[1]`) and the number of `step`
     /// calls (`step`, int64 `[1]`).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = vec![("step".into(), Tensor::from_slice(&[self.step]))];
+        let mut out: Vec<(String, Tensor)> =
+            vec![("step".into(), Tensor::from_slice(&[self.step]))];
         out.extend(
             self.state
                 .iter()

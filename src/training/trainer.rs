@@ -4,12 +4,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::{seq::SliceRandom, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::optimizer::SparseGrad;
+use super::run_dir::CHECKPOINT_STATE;
 use super::{describe_device, parse_device, Optimizer, RunDir};
+use crate::atomic::write_atomic;
 use crate::config::{L2Config, LossReduction, RunSpec};
 use crate::data::{Batch, Dataset, Split, SplitData};
 use crate::embedding::{Embeddings, Lookup, LookupIndex};
@@ -129,12 +131,77 @@ pub fn predict(
     Ok(out)
 }
 
-/// Trains one run on `dataset`, evaluates it and publishes its run directory.
+/// The weights and the optimizer state, in the run directory and in its checkpoint.
+pub const WEIGHTS: &str = "weights.safetensors";
+pub const OPTIMIZER_STATE: &str = "optimizer.safetensors";
+
+/// libtorch's generator is process-wide: runs seed it and draw their initialisation (or reseed
+/// it at a checkpoint) holding this lock, so that no other run's draws come in between.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Where a checkpoint stands, with the running counters of the loop (`state.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CheckpointState {
+    /// Optimizer steps done.
+    step: usize,
+    /// The 0-based epoch of the last step done, and how many batches of it were done. The
+    /// epoch's order is rebuilt by replaying the seeded shuffles (`StdRng` seeded by `seed`,
+    /// one shuffle per epoch), so it is not stored.
+    epoch: usize,
+    batches_in_epoch: usize,
+    samples: usize,
+    /// The loss summed since the last training-log line, and the number of steps in it; `f64`
+    /// bit patterns, so that the final loss comes out bit for bit.
+    interval_loss_bits: u64,
+    interval_steps: usize,
+    last_loss_bits: u64,
+    /// Training seconds before this checkpoint (timings are not reproduced, only carried on).
+    elapsed_s: f64,
+    seed: u64,
+    shuffle: bool,
+    train_rows: usize,
+    cardinalities: Vec<usize>,
+}
+
+/// Reseeds libtorch's generator from (seed, step): done at each checkpoint, in an uninterrupted
+/// run as in a resumed one, so that dropout draws after a checkpoint are the same either way.
+fn reseed_torch(seed: u64, step: usize) {
+    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let mixed = (seed ^ 0x9E37_79B9_7F4A_7C15).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ step as u64;
+    tch::manual_seed((mixed >> 1) as i64);
+}
+
+/// Trains one run on `dataset`, evaluates it and publishes its run directory. With
+/// `training.checkpoint_every`, it writes a checkpoint into the partial run directory every so
+/// many steps, and a later call with the same resolved configuration resumes from it (see
+/// docs/training.md).
 pub fn train_run(
     spec: &RunSpec,
     dataset: &Dataset,
     opts: &RunOptions,
 ) -> Result<(PathBuf, RunMetrics)> {
+    train(spec, dataset, opts, None)?.context("training stopped before its end")
+}
+
+/// A testing aid that simulates a kill: trains as `train_run` does (resuming from a checkpoint
+/// too) but returns right after step `stop_after`, leaving the partial run directory as a kill
+/// at that point would (the checkpoint, and a training log that may run past it). Returns the
+/// finished run instead if training ends first.
+pub fn train_run_interrupted(
+    spec: &RunSpec,
+    dataset: &Dataset,
+    opts: &RunOptions,
+    stop_after: usize,
+) -> Result<Option<(PathBuf, RunMetrics)>> {
+    train(spec, dataset, opts, Some(stop_after))
+}
+
+fn train(
+    spec: &RunSpec,
+    dataset: &Dataset,
+    opts: &RunOptions,
+    stop_after: Option<usize>,
+) -> Result<Option<(PathBuf, RunMetrics)>> {
     let cfg = &spec.config;
     let t = &cfg.training;
     let device = parse_device(&t.device)?;
@@ -142,40 +209,82 @@ pub fn train_run(
         tch::set_num_threads(n as i32);
     }
     let final_dir = RunDir::path_for(&cfg.output, &cfg.name, &spec.run);
-    let run_dir = RunDir::begin(&final_dir)?;
-    std::fs::write(
-        run_dir.dir().join("config.yaml"),
-        serde_yaml::to_string(cfg)?,
-    )?;
-    run_dir.write_json(
-        "run.json",
-        &serde_json::json!({
-            "experiment": cfg.name,
-            "run": spec.run,
-            "seed": t.seed,
-            "device": describe_device(device),
-            "threads": tch::get_num_threads(),
-            "versions": super::versions(),
-            "data": {
-                "num_dense": dataset.num_dense(),
-                "cardinalities": dataset.cardinalities(),
-                "train_rows": dataset.split(Split::Train).len,
-            },
-        }),
-    )?;
+    let config_text = serde_yaml::to_string(cfg)?;
+    let (run_dir, checkpoint) = RunDir::open(&final_dir, &config_text)?;
+    let resume: Option<CheckpointState> = match &checkpoint {
+        None => None,
+        Some(dir) => {
+            let path = dir.join(CHECKPOINT_STATE);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let state: CheckpointState = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a checkpoint state", path.display()))?;
+            if state.train_rows != dataset.split(Split::Train).len
+                || state.cardinalities != dataset.cardinalities()
+            {
+                bail!(
+                    "the checkpoint in {} was written for other data (same settings, but another \
+                     prepared cache); remove it to start the run over",
+                    dir.display()
+                );
+            }
+            Some(state)
+        }
+    };
+    write_atomic(&run_dir.dir().join("config.yaml"), config_text.as_bytes())?;
+    let mut run_info = serde_json::json!({
+        "experiment": cfg.name,
+        "run": spec.run,
+        "seed": t.seed,
+        "device": describe_device(device),
+        "threads": tch::get_num_threads(),
+        "versions": super::versions(),
+        "data": {
+            "num_dense": dataset.num_dense(),
+            "cardinalities": dataset.cardinalities(),
+            "train_rows": dataset.split(Split::Train).len,
+        },
+    });
+    if let Some(r) = &resume {
+        run_info["resumed_from_step"] = r.step.into();
+        if !opts.quiet {
+            eprintln!(
+                "{}/{}: resuming from the checkpoint at step {} (epoch {})",
+                cfg.name,
+                spec.run,
+                r.step,
+                r.epoch + 1
+            );
+        }
+    }
+    run_dir.write_json("run.json", &run_info)?;
 
     let shape = InputShape {
         num_dense: dataset.num_dense(),
         cardinalities: dataset.cardinalities().to_vec(),
     };
     let mut model = {
-        // libtorch's generator is process-wide: seed and draw without another run in between
-        static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(t.seed as i64);
         CtrModel::new(&cfg.model, &cfg.embedding, &shape, device)?
     };
     let mut optimizer = Optimizer::new(&cfg.optimizer, &model.vs);
+    if let (Some(dir), Some(r)) = (&checkpoint, &resume) {
+        model
+            .vs
+            .load(dir.join(WEIGHTS))
+            .with_context(|| format!("cannot load the weights of {}", dir.display()))?;
+        optimizer.load(&dir.join(OPTIMIZER_STATE))?;
+        if optimizer.steps_taken() != r.step as i64 {
+            bail!(
+                "{}: the optimizer state is at step {}, the checkpoint at step {}",
+                dir.display(),
+                optimizer.steps_taken(),
+                r.step
+            );
+        }
+        reseed_torch(t.seed, r.step);
+    }
     let l2 = cfg.model.l2();
     let reduction = match t.loss_reduction {
         LossReduction::Mean => Reduction::Mean,
@@ -195,25 +304,60 @@ pub fn train_run(
         total_steps,
         &format!("{}/{}", cfg.name, spec.run),
     );
-    let mut log = std::io::BufWriter::new(
-        std::fs::File::create(run_dir.dir().join("train_log.csv"))
-            .context("cannot create the training log")?,
-    );
-    writeln!(log, "step,epoch,samples,loss,samples_per_s,elapsed_s")?;
+    let log_path = run_dir.dir().join("train_log.csv");
+    let mut log = match &checkpoint {
+        // the log as it was at the checkpoint, without lines written after it
+        Some(dir) => {
+            std::fs::copy(dir.join("train_log.csv"), &log_path)
+                .context("cannot restore the training log")?;
+            std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&log_path)
+                    .context("cannot open the training log")?,
+            )
+        }
+        None => {
+            let mut log = std::io::BufWriter::new(
+                std::fs::File::create(&log_path).context("cannot create the training log")?,
+            );
+            writeln!(log, "step,epoch,samples,loss,samples_per_s,elapsed_s")?;
+            log.flush()?;
+            log
+        }
+    };
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(t.seed);
     let mut order: Vec<usize> = (0..train.len).collect();
     let mut batch = Batch::default();
     let (mut step, mut samples) = (0usize, 0usize);
     let (mut interval_loss, mut interval_steps, mut last_loss) = (0.0f64, 0usize, f64::NAN);
+    // where the loop starts: (epoch, batches of it already done)
+    let mut start = (0usize, 0usize);
+    let mut elapsed_before = 0.0f64;
+    if let Some(r) = &resume {
+        step = r.step;
+        samples = r.samples;
+        interval_loss = f64::from_bits(r.interval_loss_bits);
+        interval_steps = r.interval_steps;
+        last_loss = f64::from_bits(r.last_loss_bits);
+        start = (r.epoch, r.batches_in_epoch);
+        elapsed_before = r.elapsed_s;
+        progress.resume(step);
+    }
     let mut diverged: Option<Divergence> = None;
     let started = Instant::now();
-    let mut interval_start = (Instant::now(), 0usize);
+    let elapsed = || elapsed_before + started.elapsed().as_secs_f64();
+    let mut interval_start = (Instant::now(), samples);
     'epochs: for epoch in 0..t.epochs {
         if t.shuffle {
             order.shuffle(&mut rng);
         }
-        for chunk in order.chunks(t.batch_size) {
+        if epoch < start.0 {
+            continue; // done before the checkpoint: only its shuffle is replayed
+        }
+        let skip = if epoch == start.0 { start.1 } else { 0 };
+        for (batch_index, chunk) in order.chunks(t.batch_size).enumerate().skip(skip) {
             if step >= total_steps {
                 break 'epochs;
             }
@@ -249,11 +393,11 @@ pub fn train_run(
                 last_loss = interval_loss / interval_steps as f64;
                 let dt = interval_start.0.elapsed().as_secs_f64().max(1e-9);
                 let rate = (samples - interval_start.1) as f64 / dt;
-                let elapsed = started.elapsed().as_secs_f64();
                 writeln!(
                     log,
-                    "{step},{},{samples},{last_loss:.6},{rate:.1},{elapsed:.3}",
-                    epoch + 1
+                    "{step},{},{samples},{last_loss:.6},{rate:.1},{:.3}",
+                    epoch + 1,
+                    elapsed()
                 )?;
                 log.flush()?;
                 progress.report(step, samples, last_loss, rate);
@@ -261,9 +405,41 @@ pub fn train_run(
                 interval_steps = 0;
                 interval_start = (Instant::now(), samples);
             }
+            if let Some(every) = t.checkpoint_every {
+                if step % every == 0 || step == total_steps {
+                    let state = CheckpointState {
+                        step,
+                        epoch,
+                        batches_in_epoch: batch_index + 1,
+                        samples,
+                        interval_loss_bits: interval_loss.to_bits(),
+                        interval_steps,
+                        last_loss_bits: last_loss.to_bits(),
+                        elapsed_s: elapsed(),
+                        seed: t.seed,
+                        shuffle: t.shuffle,
+                        train_rows: train.len,
+                        cardinalities: dataset.cardinalities().to_vec(),
+                    };
+                    write_checkpoint(
+                        &run_dir,
+                        &model,
+                        &optimizer,
+                        &config_text,
+                        &log_path,
+                        &state,
+                    )
+                    .with_context(|| format!("checkpoint at step {step}"))?;
+                    reseed_torch(t.seed, step);
+                }
+            }
+            if stop_after == Some(step) {
+                progress.finish();
+                return Ok(None); // a simulated kill: nothing more is written
+            }
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = elapsed();
     progress.finish();
     drop(log);
 
@@ -291,7 +467,7 @@ pub fn train_run(
         };
         run_dir.write_json(super::METRICS, &metrics)?;
         let published = run_dir.finish()?;
-        return Ok((published, metrics));
+        return Ok(Some((published, metrics)));
     }
     let eval_started = Instant::now();
     let eval_split = |split: Split| -> Result<Option<Metrics>> {
@@ -311,8 +487,9 @@ pub fn train_run(
 
     model
         .vs
-        .save(run_dir.dir().join("weights.safetensors"))
+        .save(run_dir.dir().join(WEIGHTS))
         .context("cannot save the weights")?;
+    optimizer.save(&run_dir.dir().join(OPTIMIZER_STATE))?;
     // what a continued run needs besides the weights
     let state = optimizer.state_tensors();
     if !state.is_empty() {
@@ -342,7 +519,34 @@ pub fn train_run(
     // Written last: its presence marks a finished run.
     run_dir.write_json(super::METRICS, &metrics)?;
     let published = run_dir.finish()?;
-    Ok((published, metrics))
+    Ok(Some((published, metrics)))
+}
+
+/// Writes a checkpoint (weights, optimizer state, the training log so far, the loop's state and
+/// the configuration it belongs to) atomically into the partial run directory.
+fn write_checkpoint(
+    run_dir: &RunDir,
+    model: &CtrModel,
+    optimizer: &Optimizer,
+    config_text: &str,
+    log_path: &Path,
+    state: &CheckpointState,
+) -> Result<()> {
+    run_dir.write_checkpoint(|dir| {
+        std::fs::write(dir.join(super::run_dir::CHECKPOINT_CONFIG), config_text)?;
+        model
+            .vs
+            .save(dir.join(WEIGHTS))
+            .context("cannot save the weights")?;
+        optimizer.save(&dir.join(OPTIMIZER_STATE))?;
+        std::fs::copy(log_path, dir.join("train_log.csv"))?;
+        // last: its presence marks a complete checkpoint
+        std::fs::write(
+            dir.join(CHECKPOINT_STATE),
+            serde_json::to_string_pretty(state)?,
+        )?;
+        Ok(())
+    })
 }
 
 fn reduction_scale(reduction: Reduction, batch: usize) -> f64 {
@@ -439,6 +643,12 @@ impl Progress {
                 "{}: step {step} samples {samples} loss {loss:.4} {rate:.0} samples/s",
                 self.label
             );
+        }
+    }
+
+    fn resume(&self, step: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(step as u64);
         }
     }
 
