@@ -527,12 +527,20 @@ impl RunConfig {
             ModelConfig::Xdeepfm {
                 dnn_hidden_units,
                 cin_layer_size,
+                cin_split_half,
                 dnn_dropout,
                 ..
             } => {
                 widths("dnn_hidden_units", dnn_hidden_units)?;
                 widths("cin_layer_size", cin_layer_size)?;
                 dropout("dnn_dropout", *dnn_dropout)?;
+                let last = cin_layer_size.len().saturating_sub(1);
+                if *cin_split_half && cin_layer_size[..last].iter().any(|s| s % 2 == 1) {
+                    return Err(
+                        "model.cin_layer_size: with cin_split_half every size but the last must be even"
+                            .into(),
+                    );
+                }
             }
             ModelConfig::Dcn {
                 cross_parameterization,
