@@ -38,7 +38,7 @@ impl InteractingLayer {
         let scores = q.matmul(&k.transpose(2, 3)).softmax(-1, Kind::Float);
         let mut out = scores.matmul(&v).transpose(1, 2).reshape([b, f, d]);
         if let Some(r) = &self.residual {
-            out = out + x.matmul(r);
+            out += x.matmul(r);
         }
         out.relu()
     }

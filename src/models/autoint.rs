@@ -24,7 +24,7 @@ impl AutoInt {
         dropout: f64,
         l2_dnn: f64,
     ) -> anyhow::Result<AutoInt> {
-        if heads == 0 || dim % heads != 0 {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             anyhow::bail!(
                 "model.att_head_num: must divide the embedding dimension {dim} (got {heads})"
             );

@@ -16,6 +16,7 @@ pub struct Dcn {
 }
 
 impl Dcn {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         path: &nn::Path,
         shape: &InputShape,
