@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod embedding;
 pub mod experiments;
+pub mod export;
 pub mod layers;
 pub mod metrics;
 pub mod models;

@@ -28,6 +28,8 @@ enum Command {
     Grid(cli::grid::GridArgs),
     /// Render figures from a results table.
     Plot(cli::plot::PlotArgs),
+    /// Export a trained run as a TorchScript model with collapsed embeddings.
+    Export(cli::export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Train(a) => cli::train::run(a, verbosity),
         Command::Grid(a) => cli::grid::run(a, verbosity),
         Command::Plot(a) => cli::plot::run(a, verbosity.quiet),
+        Command::Export(a) => cli::export::run(a, verbosity.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

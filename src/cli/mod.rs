@@ -1,6 +1,7 @@
 //! One module per subcommand: an `Args` struct and `run()`, which resolves settings and calls the
 //! library. Nothing here touches tensors.
 pub mod data;
+pub mod export;
 pub mod grid;
 pub mod plot;
 pub mod train;

@@ -251,12 +251,18 @@ fn valid_run_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// Recursive merge: mappings merge key by key, anything else replaces.
+/// Recursive merge: mappings merge key by key, anything else replaces. A `model` whose `kind`
+/// changes (`model: {kind: deepfm}` over a DLRM) replaces the old one: the old model's
+/// settings mean nothing to the new one.
 pub(super) fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {
         (Value::Mapping(b), Value::Mapping(p)) => {
             for (k, v) in p {
+                let new_model = k.as_str() == Some("model")
+                    && v.get("kind").is_some()
+                    && b.get(&k).and_then(|m| m.get("kind")) != v.get("kind");
                 match b.get_mut(&k) {
+                    Some(slot) if new_model => *slot = v,
                     Some(slot) => merge(slot, v),
                     None => {
                         b.insert(k, v);
@@ -410,6 +416,19 @@ embedding: {dim: 8}
         let msg = format!("{:#}", parse_runs(&missing).unwrap_err());
         assert!(msg.contains("k = 64"), "{msg}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn changing_the_model_kind_replaces_its_settings() {
+        let text = format!(
+            "{BASE}runs:\n  - name: a\n    model: {{kind: dlrm, top_mlp: [8]}}\n  - name: b\n    model: {{kind: wdl}}\n"
+        )
+        .replace("model: {kind: dlrm}", "model: {kind: dlrm, bottom_mlp: [4]}");
+        let runs = parse_runs(&text).unwrap();
+        assert!(
+            matches!(&runs[0].config.model, crate::config::ModelConfig::Dlrm { bottom_mlp, top_mlp } if bottom_mlp == &[4] && top_mlp == &[8])
+        );
+        assert_eq!(runs[1].config.model.name(), "wdl");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Embeddings {
     dim: i64,
     cardinalities: Vec<i64>,
     offsets: Vec<i64>,
+    /// `offsets` as a `[1, F]` tensor on the table's device, built once: a tensor made from a
+    /// slice inside a trace would be recorded as zeros, a captured one becomes a constant.
+    offset_row: Tensor,
     /// `[Σn, width]`; width is d for single-layer tables and k for MLET.
     pub table: Tensor,
     /// MLET's `[F, k, d]` projections.
@@ -80,6 +83,7 @@ impl Embeddings {
         };
         Ok(Embeddings {
             dim: cfg.dim as i64,
+            offset_row: offset_row(&offsets, &table),
             cardinalities,
             offsets,
             table,
@@ -123,13 +127,13 @@ impl Embeddings {
     /// Looks up `[B, F]` field-local indices held in a tensor (the export path: no host-side
     /// deduplication, so it traces into TorchScript).
     pub fn forward_local(&self, local: &Tensor) -> Tensor {
-        let offsets = Tensor::from_slice(&self.offsets).to_device(local.device());
-        let global = local + offsets.unsqueeze(0);
-        let (b, f) = (global.size()[0], global.size()[1]);
+        let global = local + &self.offset_row;
+        // -1 for the batch: a traced module must not freeze the batch size
+        let (f, width) = (global.size()[1], self.table.size()[1]);
         let gathered = self
             .table
             .index_select(0, &global.view([-1]))
-            .view([b, f, -1]);
+            .view([-1, f, width]);
         self.project(gathered)
     }
 
@@ -159,6 +163,7 @@ impl Embeddings {
             dim: self.dim,
             cardinalities: self.cardinalities.clone(),
             offsets: self.offsets.clone(),
+            offset_row: self.offset_row.shallow_clone(),
             table,
             projection: None,
         }
@@ -177,6 +182,12 @@ impl Embeddings {
     pub fn kind(&self) -> Kind {
         self.table.kind()
     }
+}
+
+fn offset_row(offsets: &[i64], table: &Tensor) -> Tensor {
+    Tensor::from_slice(offsets)
+        .to_device(table.device())
+        .unsqueeze(0)
 }
 
 fn offsets_of(cardinalities: &[i64]) -> Vec<i64> {

@@ -27,16 +27,17 @@ impl InteractingLayer {
 
     /// `[B, F, d]` → `[B, F, d]`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let (b, f, d) = (x.size()[0], x.size()[1], x.size()[2]);
+        // the batch stays -1 so that a traced module takes any batch size
+        let (f, d) = (x.size()[1], x.size()[2]);
         let split = |w: &Tensor| {
             // [B, F, d] → [B, heads, F, d/heads]
             x.matmul(w)
-                .view([b, f, self.heads, d / self.heads])
+                .view([-1, f, self.heads, d / self.heads])
                 .transpose(1, 2)
         };
         let (q, k, v) = (split(&self.query), split(&self.key), split(&self.value));
         let scores = q.matmul(&k.transpose(2, 3)).softmax(-1, Kind::Float);
-        let mut out = scores.matmul(&v).transpose(1, 2).reshape([b, f, d]);
+        let mut out = scores.matmul(&v).transpose(1, 2).reshape([-1, f, d]);
         if let Some(r) = &self.residual {
             out += x.matmul(r);
         }

@@ -48,14 +48,12 @@ impl Cin {
 
     /// `[B, F, d]` → `[B, output_width]`.
     pub fn forward(&self, x0: &Tensor) -> Tensor {
-        let (b, d) = (x0.size()[0], x0.size()[2]);
         let mut hidden = x0.shallow_clone();
         let mut outputs = Vec::new();
         let last = self.layers.len() - 1;
         for (i, (w, bias)) in self.layers.iter().enumerate() {
             // z[b, h·m, d] = hidden[b, h, d] · x0[b, m, d]
-            let z =
-                Tensor::einsum("bhd,bmd->bhmd", &[&hidden, x0], None::<&[i64]>).reshape([b, -1, d]);
+            let z = Tensor::einsum("bhd,bmd->bhmd", &[&hidden, x0], None::<&[i64]>).flatten(1, 2);
             let out = (w.matmul(&z) + bias.view([1, -1, 1])).relu();
             if self.split_half && i < last {
                 let half = (self.sizes[i] / 2) as i64;

@@ -25,9 +25,8 @@ impl DotInteraction {
     /// `dense`: `[B, d]`, `emb`: `[B, F, d]` → `[B, d + (F+1)F/2]` (the dense vector first,
     /// then the products, as DLRM concatenates them).
     pub fn forward(&self, dense: &Tensor, emb: &Tensor) -> Tensor {
-        let b = dense.size()[0];
         let all = Tensor::cat(&[dense.unsqueeze(1), emb.shallow_clone()], 1);
-        let gram = all.bmm(&all.transpose(1, 2)).view([b, -1]);
+        let gram = all.bmm(&all.transpose(1, 2)).flatten(1, -1);
         let pairs = gram.index_select(1, &self.lower);
         Tensor::cat(&[dense.shallow_clone(), pairs], 1)
     }

@@ -11,8 +11,7 @@ pub const INIT_STD: f64 = 1e-4;
 
 /// `[flatten(emb), dense]`: `[B, F·d + m]`, the DNN input of DeepCTR-Torch models.
 pub fn combined_dnn_input(emb: &Tensor, dense: &Tensor) -> Tensor {
-    let b = emb.size()[0];
-    Tensor::cat(&[emb.reshape([b, -1]), dense.shallow_clone()], 1)
+    Tensor::cat(&[emb.flatten(1, -1), dense.shallow_clone()], 1)
 }
 
 pub struct DeepParts {

@@ -32,10 +32,9 @@ impl Nfm {
 impl Network for Nfm {
     fn forward(&self, x: &Features, train: bool) -> Tensor {
         let pooled = bi_interaction(x.emb).dropout(self.bi_dropout, train);
-        let b = pooled.size()[0];
         let mut logit = self.parts.linear_logit(x);
         if let Some(deep) = self.parts.dnn_logit(
-            &combined_dnn_input(&pooled.view([b, 1, -1]), x.dense),
+            &combined_dnn_input(&pooled.unsqueeze(1), x.dense),
             None,
             train,
         ) {

@@ -1,0 +1,228 @@
+//! Export of a trained run for serving: every embedding collapsed to plain `n x d` tables, the
+//! model traced into TorchScript (`(dense f32 [B, m], cat i64 [B, F]) -> click probability [B]`),
+//! a schema file beside it, and optionally the tables alone (safetensors or npz).
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use tch::{CModule, Device, Kind, Tensor};
+
+use crate::atomic::{write_atomic, PendingFile};
+use crate::config::RunConfig;
+use crate::data::Dataset;
+use crate::experiments::cache_dir;
+use crate::models::{CtrModel, InputShape};
+use crate::training::WEIGHTS;
+
+/// A trained model rebuilt from its run directory.
+pub struct LoadedRun {
+    pub dir: PathBuf,
+    pub config: RunConfig,
+    pub shape: InputShape,
+    pub model: CtrModel,
+}
+
+/// Rebuilds the model of a finished run (`config.yaml`, `run.json`, `weights.safetensors`).
+pub fn load_run(dir: &Path, device: Device) -> Result<LoadedRun> {
+    if !dir.is_dir() {
+        bail!("{}: no such run directory", dir.display());
+    }
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{}: cannot read (is this a finished run directory?)",
+                path.display()
+            )
+        })
+    };
+    let config: RunConfig = serde_yaml::from_str(&read("config.yaml")?).with_context(|| {
+        format!(
+            "{}: not a run configuration",
+            dir.join("config.yaml").display()
+        )
+    })?;
+    let run: serde_json::Value = serde_json::from_str(&read("run.json")?)
+        .with_context(|| format!("{}: not JSON", dir.join("run.json").display()))?;
+    let data = &run["data"];
+    let shape = InputShape {
+        num_dense: data["num_dense"]
+            .as_u64()
+            .with_context(|| format!("{}: no data.num_dense", dir.join("run.json").display()))?
+            as usize,
+        cardinalities: data["cardinalities"]
+            .as_array()
+            .and_then(|a| a.iter().map(|v| v.as_u64().map(|n| n as usize)).collect())
+            .with_context(|| {
+                format!("{}: no data.cardinalities", dir.join("run.json").display())
+            })?,
+    };
+    let weights = dir.join(WEIGHTS);
+    if !weights.is_file() {
+        bail!(
+            "{}: missing; the run did not finish or diverged",
+            weights.display()
+        );
+    }
+    let mut model = CtrModel::new(&config.model, &config.embedding, &shape, device)?;
+    model
+        .vs
+        .load(&weights)
+        .with_context(|| format!("{}: does not match the run's model", weights.display()))?;
+    Ok(LoadedRun {
+        dir: dir.to_path_buf(),
+        config,
+        shape,
+        model,
+    })
+}
+
+/// What `export_run` wrote.
+#[derive(Debug)]
+pub struct ExportReport {
+    pub module: PathBuf,
+    pub schema: PathBuf,
+    pub tables: Option<PathBuf>,
+    /// Bytes of the collapsed `n x d` embedding tables (Σn·d·4 for f32; the linear part's
+    /// one weight per category is not counted).
+    pub embedding_bytes: i64,
+}
+
+/// Collapses, traces and saves the run at `run_dir` to `out` (plus `<out stem>.schema.json`),
+/// and the collapsed tables to `tables` when given (`.safetensors` or `.npz`).
+pub fn export_run(
+    run_dir: &Path,
+    out: &Path,
+    tables: Option<&Path>,
+    device: Device,
+) -> Result<ExportReport> {
+    let mut run = load_run(run_dir, device)?;
+    // tracing turns the weights into constants, which must not require gradients
+    run.model.vs.freeze();
+    run.model.collapse();
+    let model = &run.model;
+    let fields = run.shape.cardinalities.len() as i64;
+    let example = (
+        Tensor::zeros([2, run.shape.num_dense as i64], (Kind::Float, device)),
+        Tensor::zeros([2, fields], (Kind::Int64, device)),
+    );
+    let module = tch::no_grad(|| {
+        CModule::create_by_tracing("MletModel", "forward", &[example.0, example.1], &mut |x| {
+            vec![model.forward_local(&x[0], &x[1]).sigmoid()]
+        })
+    })
+    .context("cannot trace the model")?;
+    let pending = PendingFile::new(out)?;
+    module
+        .save(&pending.tmp)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    pending.commit()?;
+
+    let tables_by_field = collapsed_tables(model, &field_names(&run));
+    let embedding_bytes: i64 = tables_by_field
+        .iter()
+        .filter(|(name, _)| !name.starts_with("linear."))
+        .map(|(_, t)| t.numel() as i64 * t.kind().elt_size_in_bytes() as i64)
+        .sum();
+    let schema_path = schema_path(out);
+    write_atomic(
+        &schema_path,
+        serde_json::to_string_pretty(&schema(&run, embedding_bytes))?.as_bytes(),
+    )?;
+    let tables = match tables {
+        None => None,
+        Some(path) => {
+            write_tables(path, &tables_by_field)?;
+            Some(path.to_path_buf())
+        }
+    };
+    Ok(ExportReport {
+        module: out.to_path_buf(),
+        schema: schema_path,
+        tables,
+        embedding_bytes,
+    })
+}
+
+/// `model.pt` → `model.schema.json`.
+pub fn schema_path(out: &Path) -> PathBuf {
+    out.with_extension("schema.json")
+}
+
+/// Field and dense-feature names from the run's data cache when it is still there, else
+/// `C1..CF` and `I1..Im`.
+fn field_names(run: &LoadedRun) -> (Vec<String>, Vec<String>) {
+    let fallback = || {
+        (
+            (1..=run.shape.cardinalities.len())
+                .map(|i| format!("C{i}"))
+                .collect(),
+            (1..=run.shape.num_dense).map(|i| format!("I{i}")).collect(),
+        )
+    };
+    match Dataset::open(&cache_dir(&run.config.data)) {
+        Ok(d) if d.cardinalities() == run.shape.cardinalities.as_slice() => {
+            (d.meta.field_names.clone(), d.meta.dense_names.clone())
+        }
+        _ => fallback(),
+    }
+}
+
+fn collapsed_tables(model: &CtrModel, names: &(Vec<String>, Vec<String>)) -> Vec<(String, Tensor)> {
+    let emb = &model.embeddings;
+    let mut out: Vec<(String, Tensor)> = emb
+        .offsets()
+        .iter()
+        .zip(emb.cardinalities())
+        .zip(&names.0)
+        .map(|((&off, &n), name)| {
+            (
+                name.clone(),
+                emb.table.narrow(0, off, n).to_device(Device::Cpu).copy(),
+            )
+        })
+        .collect();
+    if let Some(l) = &model.linear {
+        for ((&off, &n), name) in l.offsets().iter().zip(l.cardinalities()).zip(&names.0) {
+            out.push((
+                format!("linear.{name}"),
+                l.table.narrow(0, off, n).to_device(Device::Cpu).copy(),
+            ));
+        }
+    }
+    out
+}
+
+fn write_tables(path: &Path, tables: &[(String, Tensor)]) -> Result<()> {
+    let pending = PendingFile::new(path)?;
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => Tensor::write_safetensors(tables, &pending.tmp)?,
+        Some("npz") => Tensor::write_npz(tables, &pending.tmp)?,
+        _ => bail!(
+            "{}: tables are written as .safetensors or .npz",
+            path.display()
+        ),
+    }
+    pending.commit()
+}
+
+fn schema(run: &LoadedRun, embedding_bytes: i64) -> serde_json::Value {
+    let (fields, dense) = field_names(run);
+    let c = &run.config;
+    json!({
+        "inputs": {
+            "dense": {"dtype": "float32", "shape": ["batch", run.shape.num_dense], "names": dense,
+                      "preprocessing": "ln(1 + max(x, 0)); missing = 0 (the Criteo convention of `mlet data prepare`)"},
+            "cat": {"dtype": "int64", "shape": ["batch", fields.len()], "names": fields,
+                    "cardinalities": run.shape.cardinalities,
+                    "preprocessing": "field-local index from the training vocabulary of the data cache; 0 = out of vocabulary or rare (below min_count)"},
+        },
+        "output": {"dtype": "float32", "shape": ["batch"], "meaning": "click probability"},
+        "model": c.model.name(),
+        "embedding": {"dim": c.embedding.dim, "trained_as": c.embedding.kind, "k": c.embedding.k,
+                      "collapsed": true, "bytes": embedding_bytes},
+        "data_cache": cache_dir(&c.data),
+        "min_count": c.data.min_count,
+        "source_run": run.dir,
+        "versions": crate::training::versions(),
+    })
+}

@@ -1,0 +1,180 @@
+//! Export as a user meets it: train, `mlet export`, load the TorchScript file with libtorch
+//! (tch's CModule) and with Python's torch.jit.load, and predict what the trained model did.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::{CModule, Device, Kind, Tensor};
+
+use mlet::config::parse_runs;
+use mlet::data::{Batch, Dataset, Split};
+use mlet::experiments::{cache_dir, run_all, Outcome};
+use mlet::export::{export_run, load_run, schema_path};
+use mlet::training::{predict, RunOptions};
+
+fn train(dir: &Path) -> Vec<PathBuf> {
+    let text = format!(
+        "
+name: ex
+data:
+  synthetic: {{rows: 12000, seed: 4}}
+  cache: {cache}
+model: {{kind: dlrm, bottom_mlp: [32], top_mlp: [32]}}
+embedding: {{dim: 8}}
+training: {{batch_size: 128, seed: 2}}
+output: {out}
+runs:
+  - name: single
+  - name: mlet
+    embedding: {{kind: mlet, k: 32}}
+  - name: deepfm-mlet
+    model: {{kind: deepfm, dnn_hidden_units: [32]}}
+    embedding: {{kind: mlet, k: 32, init_std: 0.1}}
+    optimizer: {{kind: adagrad, lr: 0.02}}
+",
+        cache = dir.join("cache").display(),
+        out = dir.join("runs").display()
+    );
+    let specs = parse_runs(&text).unwrap();
+    run_all(&specs, false, &RunOptions { quiet: true })
+        .unwrap()
+        .into_iter()
+        .map(|o| match o {
+            Outcome::Trained(d, _) | Outcome::Skipped(d, _) => d,
+        })
+        .collect()
+}
+
+/// Test rows of the cache, as the module's inputs.
+fn test_rows(cache: &Path, n: usize) -> (Tensor, Tensor) {
+    let data = Dataset::open(cache).unwrap();
+    let split = data.split(Split::Test);
+    let mut batch = Batch::default();
+    split.gather(&(0..n.min(split.len)).collect::<Vec<_>>(), &mut batch);
+    let b = batch.size as i64;
+    (
+        Tensor::from_slice(&batch.dense).view([b, -1]),
+        Tensor::from_slice(&batch.cat).view([b, -1]),
+    )
+}
+
+#[test]
+fn exported_models_predict_what_the_trained_models_predicted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = train(tmp.path());
+    let cache = tmp.path().join("cache");
+    let mut bytes = Vec::new();
+    for run in &runs {
+        let name = run.file_name().unwrap().to_string_lossy().to_string();
+        let out = tmp.path().join(format!("{name}.pt"));
+        let tables = tmp.path().join(format!("{name}.safetensors"));
+        let report = export_run(run, &out, Some(&tables), Device::Cpu).unwrap();
+        bytes.push(report.embedding_bytes);
+
+        // what the trained (uncollapsed) model predicts on held-out rows
+        let loaded = load_run(run, Device::Cpu).unwrap();
+        let data = Dataset::open(&cache).unwrap();
+        let split = data.split(Split::Test);
+        let n = 300.min(split.len);
+        let trained: Vec<f32> = predict(&loaded.model, &split, 4096, Some(n), Device::Cpu)
+            .unwrap()
+            .iter()
+            .map(|z| 1.0 / (1.0 + (-z).exp()))
+            .collect();
+
+        // libtorch, at two batch sizes
+        let module = CModule::load(&out).unwrap();
+        let (dense, cat) = test_rows(&cache, n);
+        for size in [n as i64, 7] {
+            let p = module
+                .forward_ts(&[dense.narrow(0, 0, size), cat.narrow(0, 0, size)])
+                .unwrap();
+            let p: Vec<f32> = Vec::<f32>::try_from(&p.to_kind(Kind::Float)).unwrap();
+            let diff = common::max_abs_diff(&p, &trained[..size as usize]);
+            eprintln!("{name}: CModule batch {size}: max |Δp| = {diff:e}");
+            assert!(
+                diff <= 1e-5,
+                "{name}: CModule at batch {size} differs by {diff}"
+            );
+        }
+
+        // Python's torch.jit.load
+        let inputs = tmp.path().join(format!("{name}-x.npz"));
+        Tensor::write_npz(&[("dense", &dense), ("cat", &cat)], &inputs).unwrap();
+        let y = tmp.path().join(format!("{name}-y.npy"));
+        let script = format!(
+            "import numpy as np, torch\nx = np.load('{}')\nm = torch.jit.load('{}')\n\
+             np.save('{}', m(torch.from_numpy(x['dense']), torch.from_numpy(x['cat'])).detach().numpy())",
+            inputs.display(),
+            out.display(),
+            y.display()
+        );
+        let py = Command::new(common::python())
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            py.status.success(),
+            "{}",
+            String::from_utf8_lossy(&py.stderr)
+        );
+        let p: Vec<f32> = Vec::<f32>::try_from(&Tensor::read_npy(&y).unwrap()).unwrap();
+        let diff = common::max_abs_diff(&p, &trained);
+        eprintln!("{name}: torch.jit.load: max |Δp| = {diff:e}");
+        assert!(diff <= 1e-5, "{name}: Python differs by {diff}");
+
+        // the tables read back as the collapsed n x d tables
+        let read = Tensor::read_safetensors(&tables).unwrap();
+        let collapsed = loaded.model.embeddings.collapse().table;
+        let first = read.iter().find(|(n, _)| n == "C1").expect("table C1");
+        let n1 = loaded.shape.cardinalities[0] as i64;
+        assert!(first.1.equal(&collapsed.narrow(0, 0, n1)));
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(schema_path(&out)).unwrap()).unwrap();
+        assert_eq!(schema["embedding"]["bytes"], report.embedding_bytes);
+        assert_eq!(schema["inputs"]["cat"]["names"][0], "C1");
+    }
+    // MLET exports exactly the size of the single-layer model at the same d
+    assert_eq!(bytes[0], bytes[1]);
+    let cards: i64 = Dataset::open(&cache_dir(&mlet::config::DataConfig {
+        cache: Some(cache.clone()),
+        ..Default::default()
+    }))
+    .unwrap()
+    .cardinalities()
+    .iter()
+    .map(|&n| n as i64)
+    .sum();
+    assert_eq!(bytes[0], cards * 8 * 4);
+
+    // the command line does the same, and fails cleanly on bad input
+    let out = tmp.path().join("cli.pt");
+    let ok = Command::new(env!("CARGO_BIN_EXE_mlet"))
+        .arg("export")
+        .arg(&runs[1])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.is_file() && schema_path(&out).is_file());
+    let empty = tmp.path().join("empty-run");
+    std::fs::create_dir_all(&empty).unwrap();
+    for bad in [tmp.path().join("missing"), empty] {
+        let r = Command::new(env!("CARGO_BIN_EXE_mlet"))
+            .arg("export")
+            .arg(&bad)
+            .arg("--out")
+            .arg(tmp.path().join("x.pt"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success());
+        assert!(stderr.contains(&*bad.to_string_lossy()), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
