@@ -3,12 +3,14 @@
 //!
 //! `make bench` (or `cargo bench --bench sparse_step`); prints the median of several timed steps.
 use std::time::Instant;
-use tch::{Device, Reduction, Tensor};
+use tch::Device;
 
-use mlet::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, OptimizerConfig, TableInit};
+use mlet::config::{
+    EmbeddingConfig, EmbeddingKind, LossReduction, ModelConfig, OptimizerConfig, TableInit,
+};
 use mlet::data::Batch;
 use mlet::models::{CtrModel, InputShape};
-use mlet::training::{batch_tensors, Optimizer, SparseGrad};
+use mlet::training::{train_step, Optimizer};
 
 const BATCH: usize = 128;
 const STEPS: usize = 60;
@@ -70,17 +72,15 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
     for step in 0..WARMUP + STEPS {
         let b = batch(step, &cards);
         let start = Instant::now();
-        let (dense, labels, index) = batch_tensors(&b, &model.embeddings, Device::Cpu).unwrap();
-        let forward = model.forward(&dense, &index, true);
-        let loss = forward.logits.binary_cross_entropy_with_logits::<Tensor>(
-            &labels,
-            None,
-            None,
-            Reduction::Mean,
-        );
-        opt.zero_grad();
-        loss.backward();
-        opt.step(&SparseGrad::of_model(&model, &forward.lookups), &index);
+        train_step(
+            &model,
+            &mut opt,
+            &b,
+            Device::Cpu,
+            LossReduction::Mean,
+            &model_cfg.l2(),
+        )
+        .unwrap();
         if step >= WARMUP {
             times.push(start.elapsed().as_secs_f64() * 1e3);
         }

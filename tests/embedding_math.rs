@@ -1,11 +1,13 @@
 //! The embedding layer against its definitions: collapse equivalence and the paper's update rule.
-use tch::{nn, Device, Kind, Reduction, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
-use mlet::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, OptimizerConfig, TableInit};
+use mlet::config::{
+    EmbeddingConfig, EmbeddingKind, LossReduction, ModelConfig, OptimizerConfig, TableInit,
+};
 use mlet::data::Batch;
 use mlet::embedding::{Embeddings, LookupIndex};
 use mlet::models::{CtrModel, InputShape};
-use mlet::training::{batch_tensors, Optimizer, SparseGrad};
+use mlet::training::{batch_tensors, train_step, Optimizer, SparseGrad};
 
 /// libtorch's generator is global and tests run in parallel threads: each test holds this lock
 /// so that its seeded draws are its own.
@@ -71,17 +73,15 @@ fn collapsed_model_predicts_what_the_trained_mlet_model_predicts() {
     );
     for step in 0..30 {
         let batch = random_batch(64, 4, &cards, step);
-        let (dense, labels, index) = batch_tensors(&batch, &model.embeddings, Device::Cpu).unwrap();
-        let forward = model.forward(&dense, &index, true);
-        let loss = forward.logits.binary_cross_entropy_with_logits::<Tensor>(
-            &labels,
-            None,
-            None,
-            Reduction::Mean,
-        );
-        opt.zero_grad();
-        loss.backward();
-        opt.step(&SparseGrad::of_model(&model, &forward.lookups), &index);
+        train_step(
+            &model,
+            &mut opt,
+            &batch,
+            Device::Cpu,
+            LossReduction::Mean,
+            &model_cfg.l2(),
+        )
+        .unwrap();
     }
     let batch = random_batch(500, 4, &cards, 999);
     let predict = |m: &CtrModel| {

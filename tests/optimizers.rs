@@ -8,12 +8,15 @@ mod common;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::process::Command;
-use tch::{nn, Device, Kind, Reduction, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
-use mlet::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, OptimizerConfig, OptimizerKind};
+use mlet::config::{
+    EmbeddingConfig, EmbeddingKind, L2Config, LossReduction, ModelConfig, OptimizerConfig,
+    OptimizerKind,
+};
 use mlet::embedding::{Lookup, LookupIndex};
 use mlet::models::{CtrModel, InputShape};
-use mlet::training::{batch_tensors, Optimizer, SparseGrad};
+use mlet::training::{Optimizer, SparseGrad};
 
 const STEPS: usize = 6;
 const LR: f64 = 0.05;
@@ -413,20 +416,17 @@ fn mlet_embedding() -> EmbeddingConfig {
 const CARDS: [usize; 3] = [30, 7, 50];
 
 /// One training step of a model through `Optimizer::step` with the model's `SparseGrad`s.
-fn train_step(model: &CtrModel, opt: &mut Optimizer, seed: u64) -> LookupIndex {
+fn step_once(model: &CtrModel, opt: &mut Optimizer, seed: u64) -> LookupIndex {
     let batch = common::batch(16, 2, &CARDS, seed);
-    let (dense, labels, index) = batch_tensors(&batch, &model.embeddings, Device::Cpu).unwrap();
-    let forward = model.forward(&dense, &index, true);
-    let loss = forward.logits.binary_cross_entropy_with_logits::<Tensor>(
-        &labels,
-        None,
-        None,
-        Reduction::Mean,
-    );
-    opt.zero_grad();
-    loss.backward();
-    opt.step(&SparseGrad::of_model(model, &forward.lookups), &index);
-    index
+    let no_l2 = L2Config {
+        embedding: 0.0,
+        linear: 0.0,
+        dnn: 0.0,
+        interaction: None,
+    };
+    mlet::training::train_step(model, opt, &batch, Device::Cpu, LossReduction::Mean, &no_l2)
+        .unwrap()
+        .1
 }
 
 fn shape() -> InputShape {
@@ -459,7 +459,7 @@ fn a_model_step_updates_exactly_the_touched_rows() {
                 .map(|(n, t)| (n, t.copy()))
                 .collect();
             let projection = model.embeddings.projection.as_ref().unwrap().copy();
-            let index = train_step(&model, &mut opt, step);
+            let index = step_once(&model, &mut opt, step);
             let unique = Vec::<i64>::try_from(&index.unique).unwrap();
             let total: i64 = CARDS.iter().sum::<usize>() as i64;
             assert!(
@@ -515,7 +515,7 @@ fn saved_state_continues_bit_for_bit() {
         let a = CtrModel::new(&wdl(), &mlet_embedding(), &shape(), Device::Cpu).unwrap();
         let mut opt_a = Optimizer::new(&cfg, &a.vs);
         for step in 0..3 {
-            train_step(&a, &mut opt_a, step);
+            step_once(&a, &mut opt_a, step);
         }
         a.vs.save(dir.path().join("w.safetensors")).unwrap();
         opt_a.save(&dir.path().join("o.safetensors")).unwrap();
@@ -526,8 +526,8 @@ fn saved_state_continues_bit_for_bit() {
         opt_b.load(&dir.path().join("o.safetensors")).unwrap();
         assert_eq!(opt_b.steps_taken(), 3);
         for step in 3..6 {
-            train_step(&a, &mut opt_a, step);
-            train_step(&b, &mut opt_b, step);
+            step_once(&a, &mut opt_a, step);
+            step_once(&b, &mut opt_b, step);
         }
         let mut va = a.vs.variables().into_iter().collect::<Vec<_>>();
         let mut vb = b.vs.variables().into_iter().collect::<Vec<_>>();
@@ -551,7 +551,7 @@ fn saved_state_continues_bit_for_bit() {
 fn state_of_another_optimizer_or_shape_is_refused() {
     let model = CtrModel::new(&wdl(), &mlet_embedding(), &shape(), Device::Cpu).unwrap();
     let mut adam = Optimizer::new(&config(OptimizerKind::Adam, 0.0), &model.vs);
-    train_step(&model, &mut adam, 0);
+    step_once(&model, &mut adam, 0);
     let saved = adam.state_tensors();
     let mut adagrad = Optimizer::new(&config(OptimizerKind::Adagrad, 0.0), &model.vs);
     let err = adagrad.load_state(saved).unwrap_err().to_string();

@@ -2,6 +2,7 @@
 //! multi-head self-attention over the fields, unscaled, with a residual projection and ReLU.
 use tch::{nn, Kind, Tensor};
 
+/// One interacting layer over `d`-wide field embeddings with `heads` heads of width `d/heads`.
 #[derive(Debug)]
 pub struct InteractingLayer {
     query: Tensor,
@@ -44,6 +45,7 @@ impl InteractingLayer {
         out.relu()
     }
 
+    /// `{prefix}W_Query`, `W_key`, `W_Value` (and `W_Res` with the residual), each `[d, d]`.
     pub fn state_dict(&self, prefix: &str) -> Vec<(String, Tensor)> {
         let mut out = vec![
             (format!("{prefix}W_Query"), self.query.shallow_clone()),

@@ -2,6 +2,7 @@
 //! (ReLU activation, 1x1 convolutions as linear maps over the field pairs).
 use tch::{nn, Kind, Tensor};
 
+/// CIN over `F` fields with one layer per entry of `sizes`.
 #[derive(Debug)]
 pub struct Cin {
     /// Per layer `[size, H_{k-1}·F]` weight and `[size]` bias (`conv1ds.{i}.weight` is
@@ -77,6 +78,7 @@ impl Cin {
             .expect("CIN has at least one layer")
     }
 
+    /// `{prefix}conv1ds.{i}.weight` `[size, H·F, 1]` and `.bias` `[size]` per layer.
     pub fn state_dict(&self, prefix: &str) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (i, (w, b)) in self.layers.iter().enumerate() {

@@ -2,6 +2,7 @@
 //! `CrossNet`: x_{l+1} = x_0 (x_lᵀ w_l) + b_l + x_l (vector) or x_0 ⊙ (W_l x_l + b_l) + x_l.
 use tch::{nn, Kind, Tensor};
 
+/// `L` cross layers over inputs of width `D`; parameters `kernels` and `bias` as DeepCTR-Torch.
 #[derive(Debug)]
 pub struct CrossNet {
     /// `[L, D, 1]` (vector) or `[L, D, D]` (matrix): DeepCTR's `crossnet.kernels`.
@@ -46,6 +47,7 @@ impl CrossNet {
         self.kernels.square().sum(Kind::Float)
     }
 
+    /// `{prefix}kernels` `[L, D, 1 or D]` and `{prefix}bias` `[L, D, 1]`.
     pub fn state_dict(&self, prefix: &str) -> Vec<(String, Tensor)> {
         vec![
             (format!("{prefix}kernels"), self.kernels.shallow_clone()),

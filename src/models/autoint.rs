@@ -6,12 +6,18 @@ use super::deepctr::{combined_dnn_input, DeepParts};
 use super::{Features, InputShape, Network};
 use crate::layers::InteractingLayer;
 
+/// AutoInt over `F` fields of dimension `d` and `m` dense features: `att_layer_num` interacting
+/// layers on `[B, F, d]`, a DNN on `[B, F·d + m]`, and `dnn_linear` over whichever of the two
+/// exist (both, attention only with empty `dnn_hidden_units`, or DNN only with no layers).
 pub struct AutoInt {
     parts: DeepParts,
     layers: Vec<InteractingLayer>,
 }
 
 impl AutoInt {
+    /// Fails, as DeepCTR-Torch does, when `heads` does not divide `dim` or when there is neither
+    /// an attention layer nor a DNN layer. `l2_dnn` penalises the DNN weights only (not
+    /// `dnn_linear`, not the attention matrices), as DeepCTR-Torch.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         path: &nn::Path,
@@ -29,6 +35,9 @@ impl AutoInt {
                 "model.att_head_num: must divide the embedding dimension {dim} (got {heads})"
             );
         }
+        if layers == 0 && hidden.is_empty() {
+            anyhow::bail!("model: AutoInt needs att_layer_num > 0 or a non-empty dnn_hidden_units");
+        }
         let fields = shape.cardinalities.len();
         let input = fields * dim + shape.num_dense;
         let extra = if layers > 0 { fields * dim } else { 0 };
@@ -42,6 +51,7 @@ impl AutoInt {
 }
 
 impl Network for AutoInt {
+    /// Logits `[B]` from `emb` `[B, F, d]`, `dense` `[B, m]` and `linear` `[B, F, 1]`.
     fn forward(&self, x: &Features, train: bool) -> Tensor {
         let attended = (!self.layers.is_empty()).then(|| {
             let mut h = x.emb.shallow_clone();

@@ -7,6 +7,9 @@ use super::{Features, InputShape, Network};
 use crate::config::L2Config;
 use crate::layers::Cin;
 
+/// xDeepFM over `F` fields of dimension `d` and `m` dense features: CIN on `[B, F, d]`, DNN on
+/// `[B, F·d + m]`; an empty `cin_layer_size` or `dnn_hidden_units` drops that part, as in
+/// DeepCTR-Torch.
 pub struct XDeepFm {
     parts: DeepParts,
     cin: Option<(Cin, nn::Linear)>,
@@ -14,6 +17,8 @@ pub struct XDeepFm {
 }
 
 impl XDeepFm {
+    /// `l2.dnn` penalises the DNN weights and `dnn_linear`, `l2.interaction` the CIN's
+    /// convolution weights (DeepCTR's `l2_reg_cin`, 0 when None); `cin_linear` is not penalised.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         path: &nn::Path,
@@ -28,11 +33,17 @@ impl XDeepFm {
         let fields = shape.cardinalities.len();
         let input = fields * dim + shape.num_dense;
         let cin = (!cin_sizes.is_empty()).then(|| {
+            let width = Cin::output_width(cin_sizes, split_half) as i64;
+            // torch's nn.Linear default U(±1/√fan_in); tch's default Kaiming bound is √6 times wider
+            let bound = 1.0 / (width as f64).sqrt();
             let cfg = nn::LinearConfig {
+                ws_init: nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
                 bias: false,
                 ..Default::default()
             };
-            let width = Cin::output_width(cin_sizes, split_half) as i64;
             (
                 Cin::new(&(path / "cin"), fields, cin_sizes, split_half),
                 nn::linear(path / "cin_linear", width, 1, cfg),
@@ -47,6 +58,7 @@ impl XDeepFm {
 }
 
 impl Network for XDeepFm {
+    /// Logits `[B]` from `emb` `[B, F, d]`, `dense` `[B, m]` and `linear` `[B, F, 1]`.
     fn forward(&self, x: &Features, train: bool) -> Tensor {
         let mut logit = self.parts.linear_logit(x);
         if let Some((cin, out)) = &self.cin {

@@ -8,8 +8,8 @@ pub use device::{describe as describe_device, parse_device};
 pub use optimizer::{Optimizer, SparseGrad};
 pub use run_dir::{RunDir, CHECKPOINT, METRICS};
 pub use trainer::{
-    batch_tensors, predict, train_run, train_run_interrupted, Divergence, EmbeddingParams,
-    RunMetrics, RunOptions, TrainSummary, OPTIMIZER_STATE, WEIGHTS,
+    batch_tensors, predict, train_run, train_run_interrupted, train_step, Divergence,
+    EmbeddingParams, RunMetrics, RunOptions, TrainSummary, OPTIMIZER_STATE, WEIGHTS,
 };
 
 /// Versions recorded in every run directory.

@@ -286,10 +286,6 @@ fn train(
         reseed_torch(t.seed, r.step);
     }
     let l2 = cfg.model.l2();
-    let reduction = match t.loss_reduction {
-        LossReduction::Mean => Reduction::Mean,
-        LossReduction::Sum => Reduction::Sum,
-    };
 
     let train = dataset.split(Split::Train);
     if train.len == 0 {
@@ -362,19 +358,14 @@ fn train(
                 break 'epochs;
             }
             train.gather(chunk, &mut batch);
-            let (dense, labels, index) = batch_tensors(&batch, &model.embeddings, device)?;
-            let forward = model.forward(&dense, &index, true);
-            let data_loss = forward
-                .logits
-                .binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, reduction);
-            let loss = match penalty(&model, &forward.lookups, &l2) {
-                Some(p) => &data_loss + p,
-                None => data_loss.shallow_clone(),
-            };
-            optimizer.zero_grad();
-            loss.backward();
-            // logged per example, whatever the reduction
-            let loss_value = data_loss.double_value(&[]) / reduction_scale(reduction, batch.size);
+            let (loss_value, _) = train_step(
+                &model,
+                &mut optimizer,
+                &batch,
+                device,
+                t.loss_reduction,
+                &l2,
+            )?;
             if !loss_value.is_finite() {
                 diverged = Some(Divergence {
                     step: step + 1,
@@ -384,7 +375,6 @@ fn train(
                 });
                 break 'epochs;
             }
-            optimizer.step(&SparseGrad::of_model(&model, &forward.lookups), &index);
             step += 1;
             samples += batch.size;
             interval_loss += loss_value;
@@ -547,6 +537,40 @@ fn write_checkpoint(
         )?;
         Ok(())
     })
+}
+
+/// One optimisation step on `batch`: forward, loss plus L2 penalty, backward, and the update —
+/// skipped when the loss is not finite, so that a diverging run stops with the weights of its
+/// last good step. Returns the data loss per example and the batch's lookup index.
+pub fn train_step(
+    model: &CtrModel,
+    optimizer: &mut Optimizer,
+    batch: &Batch,
+    device: Device,
+    reduction: LossReduction,
+    l2: &L2Config,
+) -> Result<(f64, LookupIndex)> {
+    let reduction = match reduction {
+        LossReduction::Mean => Reduction::Mean,
+        LossReduction::Sum => Reduction::Sum,
+    };
+    let (dense, labels, index) = batch_tensors(batch, &model.embeddings, device)?;
+    let forward = model.forward(&dense, &index, true);
+    let data_loss = forward
+        .logits
+        .binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, reduction);
+    let loss = match penalty(model, &forward.lookups, l2) {
+        Some(p) => &data_loss + p,
+        None => data_loss.shallow_clone(),
+    };
+    optimizer.zero_grad();
+    loss.backward();
+    // per example, whatever the reduction
+    let loss_value = data_loss.double_value(&[]) / reduction_scale(reduction, batch.size);
+    if loss_value.is_finite() {
+        optimizer.step(&SparseGrad::of_model(model, &forward.lookups), &index);
+    }
+    Ok((loss_value, index))
 }
 
 fn reduction_scale(reduction: Reduction, batch: usize) -> f64 {
