@@ -66,8 +66,15 @@ fn check(cfg: ModelConfig, class: &str, kwargs: serde_json::Value) {
         let model = randomised(&cfg, kind, 13);
         let batch = common::batch(64, NUM_DENSE, &CARDS, 17);
         let ours = common::ours(&model, &batch);
-        let theirs =
-            common::deepctr(class, kwargs.clone(), &model, &CARDS, DIM, NUM_DENSE, &batch);
+        let theirs = common::deepctr(
+            class,
+            kwargs.clone(),
+            &model,
+            &CARDS,
+            DIM,
+            NUM_DENSE,
+            &batch,
+        );
         let diff = common::max_abs_diff(&ours, &theirs);
         eprintln!("{class} {kwargs} {kind:?}: max |Δp| = {diff:e}");
         assert!(diff <= 1e-5, "{class} {kwargs} {kind:?}: max |Δp| = {diff}");
@@ -231,7 +238,11 @@ fn l2_penalties_match_deepctr_torch_regularization_weights() {
     };
     // ours, DeepCTR's class and its l2 arguments
     let cases = vec![
-        (dcn(2, "vector", vec![16, 8], L2Config::default()), "DCN", json!({"dnn_hidden_units": [16, 8]})),
+        (
+            dcn(2, "vector", vec![16, 8], L2Config::default()),
+            "DCN",
+            json!({"dnn_hidden_units": [16, 8]}),
+        ),
         (
             dcn(2, "matrix", vec![16, 8], custom.clone()),
             "DCN",
@@ -341,7 +352,10 @@ fn run_python<T: serde::de::DeserializeOwned>(
 /// Mean and standard deviation of a tensor's entries.
 fn stats(t: &Tensor) -> (f64, f64) {
     let t = t.to_kind(Kind::Double);
-    (t.mean(Kind::Double).double_value(&[]), t.std(true).double_value(&[]))
+    (
+        t.mean(Kind::Double).double_value(&[]),
+        t.std(true).double_value(&[]),
+    )
 }
 
 fn max_abs(t: &Tensor) -> f64 {
@@ -366,7 +380,10 @@ fn fresh_weights_follow_deepctr_torch_initialisation() {
         let _rng = rng_lock();
         tch::manual_seed(5);
         let model = CtrModel::new(&cfg, &emb, &shape, Device::Cpu).unwrap();
-        model.deepctr_state_dict().into_iter().collect::<std::collections::HashMap<_, _>>()
+        model
+            .deepctr_state_dict()
+            .into_iter()
+            .collect::<std::collections::HashMap<_, _>>()
     };
     let close = |name: &str, actual: f64, expected: f64| {
         assert!(
@@ -383,7 +400,11 @@ fn fresh_weights_follow_deepctr_torch_initialisation() {
         assert_eq!(max_abs(&s["crossnet.bias"]), 0.0);
         assert_eq!(max_abs(&s["out.bias"]), 0.0);
         // DNN weights N(0, init_std = 1e-4)
-        close("dnn.linears.0.weight", stats(&s["dnn.linears.0.weight"]).1, 1e-4);
+        close(
+            "dnn.linears.0.weight",
+            stats(&s["dnn.linears.0.weight"]).1,
+            1e-4,
+        );
     }
 
     // CIN: torch's Conv1d default, U(±1/√fan_in) with fan_in = H·F; cin_linear as nn.Linear
@@ -424,9 +445,18 @@ fn each_model_trains_200_steps_and_its_loss_decreases() {
     let mut runs = String::from("runs:\n");
     for (name, model) in [
         ("dcn", "{kind: dcn, dnn_hidden_units: [32, 16]}"),
-        ("dcn-matrix", "{kind: dcn, cross_parameterization: matrix, dnn_hidden_units: [32]}"),
-        ("xdeepfm", "{kind: xdeepfm, dnn_hidden_units: [32, 16], cin_layer_size: [16, 8]}"),
-        ("autoint", "{kind: autoint, att_layer_num: 2, dnn_hidden_units: [32, 16]}"),
+        (
+            "dcn-matrix",
+            "{kind: dcn, cross_parameterization: matrix, dnn_hidden_units: [32]}",
+        ),
+        (
+            "xdeepfm",
+            "{kind: xdeepfm, dnn_hidden_units: [32, 16], cin_layer_size: [16, 8]}",
+        ),
+        (
+            "autoint",
+            "{kind: autoint, att_layer_num: 2, dnn_hidden_units: [32, 16]}",
+        ),
     ] {
         for (emb, settings) in [
             ("single", "{kind: single}"),
