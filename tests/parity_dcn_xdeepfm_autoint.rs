@@ -10,78 +10,16 @@ use std::process::Command;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use mlet::config::{parse_runs, EmbeddingConfig, EmbeddingKind, L2Config, ModelConfig, TableInit};
+use mlet::config::{parse_runs, EmbeddingConfig, EmbeddingKind, L2Config, ModelConfig};
 use mlet::experiments::{run_all, Outcome};
 use mlet::models::{CtrModel, InputShape};
 use mlet::training::RunOptions;
 
-const CARDS: [usize; 5] = [7, 30, 4, 100, 12];
-const NUM_DENSE: usize = 3;
-const DIM: usize = 4;
+use common::{embedding, randomised, rng_lock, shape, CARDS, DIM, NUM_DENSE};
 
-/// libtorch's generator is global and tests run in parallel threads.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn shape() -> InputShape {
-    InputShape {
-        num_dense: NUM_DENSE,
-        cardinalities: CARDS.to_vec(),
-    }
-}
-
-fn embedding(kind: EmbeddingKind) -> EmbeddingConfig {
-    EmbeddingConfig {
-        dim: DIM,
-        kind,
-        k: Some(8),
-        init_std: 0.3,
-        table_init: TableInit::Xavier,
-        table_std: 1e-4,
-    }
-}
-
-/// A model with every variable randomised to N(0, 0.3²): DeepCTR's 1e-4 init would make any
-/// comparison pass.
-fn randomised(cfg: &ModelConfig, kind: EmbeddingKind, seed: i64) -> CtrModel {
-    let _rng = rng_lock();
-    tch::manual_seed(seed);
-    let model = CtrModel::new(cfg, &embedding(kind), &shape(), Device::Cpu).unwrap();
-    tch::no_grad(|| {
-        for (_, mut v) in model.vs.variables() {
-            let noise = Tensor::randn_like(&v) * 0.3;
-            v.copy_(&noise);
-        }
-    });
-    model
-}
-
-/// Click probabilities of ours and of DeepCTR-Torch's `class(**kwargs)` on the same weights
-/// (strictly loaded by state_dict name), with single-layer and MLET embeddings.
+/// Seeds: model 13, batch 17.
 fn check(cfg: ModelConfig, class: &str, kwargs: serde_json::Value) {
-    for kind in [EmbeddingKind::Single, EmbeddingKind::Mlet] {
-        let model = randomised(&cfg, kind, 13);
-        let batch = common::batch(64, NUM_DENSE, &CARDS, 17);
-        let ours = common::ours(&model, &batch);
-        let theirs = common::deepctr(
-            class,
-            kwargs.clone(),
-            &model,
-            &CARDS,
-            DIM,
-            NUM_DENSE,
-            &batch,
-        );
-        let diff = common::max_abs_diff(&ours, &theirs);
-        eprintln!("{class} {kwargs} {kind:?}: max |Δp| = {diff:e}");
-        assert!(diff <= 1e-5, "{class} {kwargs} {kind:?}: max |Δp| = {diff}");
-        let spread = ours.iter().cloned().fold(f32::MIN, f32::max)
-            - ours.iter().cloned().fold(f32::MAX, f32::min);
-        assert!(spread > 0.05, "{class}: predictions barely vary ({spread})");
-    }
+    common::check_parity(&cfg, class, kwargs, 13, 17);
 }
 
 fn dcn(cross_num: usize, param: &str, hidden: Vec<usize>, l2: L2Config) -> ModelConfig {

@@ -3,71 +3,12 @@
 mod common;
 
 use serde_json::json;
-use tch::{Device, Tensor};
 
-use mlet::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, TableInit};
-use mlet::models::{CtrModel, InputShape};
+use mlet::config::ModelConfig;
 
-const CARDS: [usize; 5] = [7, 30, 4, 100, 12];
-const NUM_DENSE: usize = 3;
-const DIM: usize = 4;
-
-/// libtorch's generator is global and tests run in parallel threads.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn embedding(kind: EmbeddingKind) -> EmbeddingConfig {
-    EmbeddingConfig {
-        dim: DIM,
-        kind,
-        k: Some(8),
-        init_std: 0.3,
-        table_init: TableInit::Xavier,
-        table_std: 1e-4,
-    }
-}
-
-/// Builds `model` with every weight randomised to non-trivial values (DeepCTR's 1e-4 init
-/// would make any comparison pass), and checks it against `class` with `kwargs`.
+/// The default paths of all six models (seeds: model 7, batch 11).
 fn check(model_cfg: ModelConfig, class: &str, kwargs: serde_json::Value) {
-    for kind in [EmbeddingKind::Single, EmbeddingKind::Mlet] {
-        let model = {
-            let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-            tch::manual_seed(7);
-            let shape = InputShape {
-                num_dense: NUM_DENSE,
-                cardinalities: CARDS.to_vec(),
-            };
-            let model = CtrModel::new(&model_cfg, &embedding(kind), &shape, Device::Cpu).unwrap();
-            tch::no_grad(|| {
-                for (_, mut v) in model.vs.variables() {
-                    let noise = Tensor::randn_like(&v) * 0.3;
-                    v.copy_(&noise);
-                }
-            });
-            model
-        };
-        let batch = common::batch(64, NUM_DENSE, &CARDS, 11);
-        let ours = common::ours(&model, &batch);
-        let theirs = common::deepctr(
-            class,
-            kwargs.clone(),
-            &model,
-            &CARDS,
-            DIM,
-            NUM_DENSE,
-            &batch,
-        );
-        let diff = common::max_abs_diff(&ours, &theirs);
-        eprintln!("{class} {kind:?}: max |Δp| = {diff:e}");
-        assert!(
-            diff <= 1e-5,
-            "{class} with {kind:?} embeddings: max |Δp| = {diff}"
-        );
-        // not a trivial agreement: the predictions spread
-        let spread = ours.iter().cloned().fold(f32::MIN, f32::max)
-            - ours.iter().cloned().fold(f32::MAX, f32::min);
-        assert!(spread > 0.05, "{class}: predictions barely vary ({spread})");
-    }
+    common::check_parity(&model_cfg, class, kwargs, 7, 11);
 }
 
 #[test]

@@ -109,3 +109,85 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// The small input shape every parity test uses.
+pub const CARDS: [usize; 5] = [7, 30, 4, 100, 12];
+pub const NUM_DENSE: usize = 3;
+pub const DIM: usize = 4;
+
+/// libtorch's generator is global and tests run in parallel threads: hold this while seeding
+/// and drawing.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn shape() -> mlet::models::InputShape {
+    mlet::models::InputShape {
+        num_dense: NUM_DENSE,
+        cardinalities: CARDS.to_vec(),
+    }
+}
+
+pub fn embedding(kind: mlet::config::EmbeddingKind) -> mlet::config::EmbeddingConfig {
+    mlet::config::EmbeddingConfig {
+        dim: DIM,
+        kind,
+        k: Some(8),
+        init_std: 0.3,
+        table_init: mlet::config::TableInit::Xavier,
+        table_std: 1e-4,
+    }
+}
+
+/// A model with every variable randomised to N(0, 0.3²): DeepCTR's 1e-4 init would make any
+/// comparison pass.
+pub fn randomised(
+    cfg: &mlet::config::ModelConfig,
+    kind: mlet::config::EmbeddingKind,
+    seed: i64,
+) -> CtrModel {
+    let _rng = rng_lock();
+    tch::manual_seed(seed);
+    let model = CtrModel::new(cfg, &embedding(kind), &shape(), Device::Cpu).unwrap();
+    tch::no_grad(|| {
+        for (_, mut v) in model.vs.variables() {
+            let noise = Tensor::randn_like(&v) * 0.3;
+            v.copy_(&noise);
+        }
+    });
+    model
+}
+
+/// Click probabilities of ours and of DeepCTR-Torch's `class(**kwargs)` on the same weights
+/// (strictly loaded by state_dict name), with single-layer and MLET embeddings: equal within
+/// 1e-5, and not trivially (the predictions spread).
+pub fn check_parity(
+    cfg: &mlet::config::ModelConfig,
+    class: &str,
+    kwargs: serde_json::Value,
+    model_seed: i64,
+    batch_seed: u64,
+) {
+    use mlet::config::EmbeddingKind;
+    for kind in [EmbeddingKind::Single, EmbeddingKind::Mlet] {
+        let model = randomised(cfg, kind, model_seed);
+        let batch = batch(64, NUM_DENSE, &CARDS, batch_seed);
+        let ours = ours(&model, &batch);
+        let theirs = deepctr(
+            class,
+            kwargs.clone(),
+            &model,
+            &CARDS,
+            DIM,
+            NUM_DENSE,
+            &batch,
+        );
+        let diff = max_abs_diff(&ours, &theirs);
+        eprintln!("{class} {kwargs} {kind:?}: max |Δp| = {diff:e}");
+        assert!(diff <= 1e-5, "{class} {kwargs} {kind:?}: max |Δp| = {diff}");
+        let spread = ours.iter().cloned().fold(f32::MIN, f32::max)
+            - ours.iter().cloned().fold(f32::MAX, f32::min);
+        assert!(spread > 0.05, "{class}: predictions barely vary ({spread})");
+    }
+}
