@@ -4,6 +4,7 @@
 //! (single-layer or MLET tables) → `models` (built from `layers`) → `training` (optimizer,
 //! loop, run directories) → `metrics` → `experiments` (grids) → `results` and `plots`. `config` holds the YAML experiment schema and never
 //! touches tensors; `cli` turns command lines into calls of the library.
+pub mod analysis;
 mod atomic;
 pub mod cli;
 pub mod config;

@@ -30,6 +30,9 @@ enum Command {
     Plot(cli::plot::PlotArgs),
     /// Export a trained run as a TorchScript model with collapsed embeddings.
     Export(cli::export::ExportArgs),
+    /// Analyse a finished run without retraining: spectra, SVD truncation, quantisation.
+    #[command(subcommand)]
+    Analyze(cli::analyze::AnalyzeCommand),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Grid(a) => cli::grid::run(a, verbosity),
         Command::Plot(a) => cli::plot::run(a, verbosity.quiet),
         Command::Export(a) => cli::export::run(a, verbosity.quiet),
+        Command::Analyze(cmd) => cli::analyze::run(cmd, verbosity.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn sample_csv() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/criteo-sample/criteo_sample.csv")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/criteo-sample/criteo_sample.csv")
 }
 
 /// The sample in raw Criteo form: no header, tabs, integer dense values. Returns the rows' columns.

@@ -1,5 +1,6 @@
 //! One module per subcommand: an `Args` struct and `run()`, which resolves settings and calls the
 //! library. Nothing here touches tensors.
+pub mod analyze;
 pub mod data;
 pub mod export;
 pub mod grid;

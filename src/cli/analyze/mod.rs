@@ -1,0 +1,25 @@
+//! `mlet analyze …`: analyses of a finished run without retraining (see `crate::analysis`).
+pub mod quantize;
+pub mod spectrum;
+pub mod svd;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum AnalyzeCommand {
+    /// Singular values, effective rank and information abundance of every collapsed table.
+    Spectrum(spectrum::SpectrumArgs),
+    /// Replace every table by its rank-r truncated SVD and evaluate on the test split.
+    Svd(svd::SvdArgs),
+    /// Quantize every table to 8 bits (symmetric, L2-optimal scale) and evaluate on the test split.
+    Quantize(quantize::QuantizeArgs),
+}
+
+pub fn run(cmd: AnalyzeCommand, quiet: bool) -> Result<()> {
+    match cmd {
+        AnalyzeCommand::Spectrum(a) => spectrum::run(a, quiet),
+        AnalyzeCommand::Svd(a) => svd::run(a, quiet),
+        AnalyzeCommand::Quantize(a) => quantize::run(a, quiet),
+    }
+}
