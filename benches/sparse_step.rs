@@ -47,6 +47,7 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
     let shape = InputShape {
         num_dense: 13,
         cardinalities: cards.clone(),
+        hashed: Vec::new(),
     };
     let emb = EmbeddingConfig {
         dim: 16,
@@ -55,6 +56,7 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
         init_std: 0.25,
         table_init: TableInit::UniformSqrtN,
         table_std: 1e-4,
+        hash: None,
     };
     let model_cfg = ModelConfig::Dlrm {
         bottom_mlp: vec![512, 256, 128],

@@ -25,6 +25,7 @@ fn mlet_config(dim: usize, k: usize, init_std: f64) -> EmbeddingConfig {
         init_std,
         table_init: TableInit::Xavier,
         table_std: 1e-4,
+        hash: None,
     }
 }
 
@@ -57,6 +58,7 @@ fn collapsed_model_predicts_what_the_trained_mlet_model_predicts() {
     let shape = InputShape {
         num_dense: 4,
         cardinalities: cards.clone(),
+        hashed: Vec::new(),
     };
     let model_cfg = ModelConfig::Dlrm {
         bottom_mlp: vec![16],

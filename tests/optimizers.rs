@@ -410,6 +410,7 @@ fn mlet_embedding() -> EmbeddingConfig {
         init_std: 0.25,
         table_init: Default::default(),
         table_std: 1e-4,
+        hash: None,
     }
 }
 
@@ -433,6 +434,7 @@ fn shape() -> InputShape {
     InputShape {
         num_dense: 2,
         cardinalities: CARDS.to_vec(),
+        hashed: Vec::new(),
     }
 }
 

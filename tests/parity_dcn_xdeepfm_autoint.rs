@@ -308,6 +308,7 @@ fn fresh_weights_follow_deepctr_torch_initialisation() {
     let shape = InputShape {
         num_dense: dense as usize,
         cardinalities: cards,
+        hashed: Vec::new(),
     };
     let emb = EmbeddingConfig {
         dim: dim as usize,

@@ -284,6 +284,66 @@ pub struct EmbeddingConfig {
     /// Std for `table_init: normal`.
     #[serde(default = "default_table_std")]
     pub table_std: f64,
+    /// The modulo hashing trick on some fields' ids (see `embedding::hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<HashConfig>,
+}
+
+/// `embedding.hash`: which fields have their ids mapped to `id % buckets` (one of `largest`
+/// and `fields`) and how many buckets they get (one of `fraction` and `buckets`). Checked
+/// against the data when a run starts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HashConfig {
+    /// The this-many fields of largest cardinality.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub largest: Option<usize>,
+    /// Fields by name (the data cache's field names, e.g. `C3` or `device_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    /// Buckets as a fraction of each field's cardinality (rounded up), in (0, 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// The same number of buckets for every hashed field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<usize>,
+}
+
+impl HashConfig {
+    /// What can be checked without the data.
+    pub fn validate(&self) -> Result<(), String> {
+        match (self.largest, &self.fields) {
+            (Some(_), Some(_)) => {
+                return Err("embedding.hash: give either `largest` or `fields`, not both".into())
+            }
+            (None, None) => {
+                return Err(
+                    "embedding.hash: give `largest` (the n largest fields) or `fields` (by name)"
+                        .into(),
+                )
+            }
+            (Some(0), None) => {
+                return Err("embedding.hash.largest: must be at least 1 (got 0)".into())
+            }
+            (None, Some(f)) if f.is_empty() => {
+                return Err("embedding.hash.fields: name at least one field".into())
+            }
+            _ => {}
+        }
+        match (self.fraction, self.buckets) {
+            (Some(_), Some(_)) => {
+                Err("embedding.hash: give either `fraction` or `buckets`, not both".into())
+            }
+            (None, None) => Err(
+                "embedding.hash: give `fraction` (of each field's cardinality) or `buckets`".into(),
+            ),
+            (Some(p), None) if !(p > 0.0 && p < 1.0) => Err(format!(
+                "embedding.hash.fraction: a number in (0, 1) (got {p})"
+            )),
+            (None, Some(0)) => Err("embedding.hash.buckets: must be at least 1 (got 0)".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn default_init_std() -> f64 {
@@ -480,6 +540,9 @@ impl RunConfig {
                     e.init_std
                 ));
             }
+        }
+        if let Some(h) = &e.hash {
+            h.validate()?;
         }
         if e.table_init == TableInit::Normal && !(e.table_std.is_finite() && e.table_std > 0.0) {
             return Err("embedding.table_std: must be a positive number".into());

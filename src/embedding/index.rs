@@ -1,4 +1,6 @@
 //! Host-side preparation of a batch's lookup: field-local indices → global rows, deduplicated.
+//! Hashed fields (`embedding.hash`) have their ids reduced modulo their table size here, so the
+//! embedding tables and the linear part, which share the index, both see the hashed rows.
 use anyhow::{bail, Result};
 use tch::{Device, Tensor};
 
@@ -21,7 +23,26 @@ impl LookupIndex {
         cardinalities: &[i64],
         device: Device,
     ) -> Result<Self> {
+        Self::hashed(local, offsets, cardinalities, cardinalities, device)
+    }
+
+    /// As `new`, for tables of `rows[f]` rows over vocabularies of `cardinalities[f]` ids: id
+    /// `i` of field `f` is row `i % rows[f]` of its table (the identity where they are equal).
+    pub fn hashed(
+        local: &[i64],
+        offsets: &[i64],
+        cardinalities: &[i64],
+        rows: &[i64],
+        device: Device,
+    ) -> Result<Self> {
         let fields = offsets.len();
+        if cardinalities.len() != fields || rows.len() != fields {
+            bail!(
+                "{fields} offsets, {} cardinalities and {} table sizes",
+                cardinalities.len(),
+                rows.len()
+            );
+        }
         if fields == 0 || !local.len().is_multiple_of(fields) {
             bail!(
                 "{} indices do not form rows of {fields} fields",
@@ -37,7 +58,7 @@ impl LookupIndex {
                     cardinalities[f]
                 );
             }
-            global.push((i + offsets[f], pos as u32));
+            global.push((super::hash::bucket(i, rows[f]) + offsets[f], pos as u32));
         }
         global.sort_unstable();
         let mut unique: Vec<i64> = Vec::new();

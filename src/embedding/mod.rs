@@ -11,9 +11,14 @@
 //! small leaf tensor, and the optimizer writes their update back with `index_add_`. A step thus
 //! costs in proportion to the rows it touches, never to the table size. The projections are
 //! ordinary dense parameters.
+//!
+//! With the hashing trick (`embedding.hash`, see `hash`), a hashed field's table has fewer rows
+//! than its vocabulary and its ids are reduced modulo the table size before the lookup.
+pub mod hash;
 mod index;
 mod init;
 
+pub use hash::HashedField;
 pub use index::LookupIndex;
 
 use anyhow::{bail, Result};
@@ -27,15 +32,36 @@ pub const PROJECTION: &str = "projection";
 
 pub struct Embeddings {
     dim: i64,
+    /// Rows of each field's table: the vocabulary size, or the buckets of a hashed field.
     cardinalities: Vec<i64>,
     offsets: Vec<i64>,
     /// `offsets` as a `[1, F]` tensor on the table's device, built once: a tensor made from a
     /// slice inside a trace would be recorded as zeros, a captured one becomes a constant.
     offset_row: Tensor,
+    /// Set when some field is hashed.
+    hashing: Option<Hashing>,
     /// `[Σn, width]`; width is d for single-layer tables and k for MLET.
     pub table: Tensor,
     /// MLET's `[F, k, d]` projections.
     pub projection: Option<Tensor>,
+}
+
+/// The modulo hashing trick on some fields' ids.
+struct Hashing {
+    /// Per field, the size of the vocabulary its ids come from (at least its table's rows).
+    vocabulary: Vec<i64>,
+    /// The table sizes as a `[1, F]` tensor, the moduli of the export path; built once for the
+    /// same reason as `offset_row`.
+    modulus_row: Tensor,
+}
+
+impl Hashing {
+    fn shallow_clone(&self) -> Hashing {
+        Hashing {
+            vocabulary: self.vocabulary.clone(),
+            modulus_row: self.modulus_row.shallow_clone(),
+        }
+    }
 }
 
 /// The output of a lookup plus the gathered rows, whose gradient is the table's sparse gradient.
@@ -50,6 +76,17 @@ impl Embeddings {
     /// Creates and initialises the tables under `path` (call `tch::manual_seed` first for
     /// reproducible initialisation).
     pub fn new(path: &nn::Path, cardinalities: &[usize], cfg: &EmbeddingConfig) -> Result<Self> {
+        Self::hashed(path, cardinalities, &[], cfg)
+    }
+
+    /// As `new`, with the `hashed` fields' tables of `buckets` rows (their ids are reduced
+    /// modulo `buckets`); `cardinalities` are the vocabulary sizes.
+    pub fn hashed(
+        path: &nn::Path,
+        cardinalities: &[usize],
+        hashed: &[HashedField],
+        cfg: &EmbeddingConfig,
+    ) -> Result<Self> {
         if cardinalities.is_empty() {
             bail!("the data set has no categorical fields");
         }
@@ -60,7 +97,11 @@ impl Embeddings {
         if width == 0 || cfg.dim == 0 {
             bail!("embedding dim and k must be at least 1");
         }
-        let cardinalities: Vec<i64> = cardinalities.iter().map(|&n| n as i64).collect();
+        let vocabulary: Vec<i64> = cardinalities.iter().map(|&n| n as i64).collect();
+        let cardinalities: Vec<i64> = hash::table_rows(cardinalities, hashed)?
+            .into_iter()
+            .map(|n| n as i64)
+            .collect();
         let offsets = offsets_of(&cardinalities);
         let rows: i64 = cardinalities.iter().sum();
         let table = path.add(
@@ -81,9 +122,14 @@ impl Embeddings {
                 Some(path.var_copy(PROJECTION, &init))
             }
         };
+        let hashing = (!hashed.is_empty()).then(|| Hashing {
+            vocabulary,
+            modulus_row: as_row(&cardinalities, &table),
+        });
         Ok(Embeddings {
             dim: cfg.dim as i64,
-            offset_row: offset_row(&offsets, &table),
+            offset_row: as_row(&offsets, &table),
+            hashing,
             cardinalities,
             offsets,
             table,
@@ -103,8 +149,23 @@ impl Embeddings {
         &self.offsets
     }
 
+    /// Rows of each field's table (for a hashed field, its buckets).
     pub fn cardinalities(&self) -> &[i64] {
         &self.cardinalities
+    }
+
+    /// The lookup index of `[B, F]` field-local ids (row-major), hashed ids reduced to their rows.
+    pub fn index(&self, local: &[i64], device: tch::Device) -> Result<LookupIndex> {
+        match &self.hashing {
+            None => LookupIndex::new(local, &self.offsets, &self.cardinalities, device),
+            Some(h) => LookupIndex::hashed(
+                local,
+                &self.offsets,
+                &h.vocabulary,
+                &self.cardinalities,
+                device,
+            ),
+        }
     }
 
     /// Looks up a batch through a fresh leaf of its distinct rows (the training path; under
@@ -127,7 +188,10 @@ impl Embeddings {
     /// Looks up `[B, F]` field-local indices held in a tensor (the export path: no host-side
     /// deduplication, so it traces into TorchScript).
     pub fn forward_local(&self, local: &Tensor) -> Tensor {
-        let global = local + &self.offset_row;
+        let global = match &self.hashing {
+            Some(h) => local.remainder_tensor(&h.modulus_row) + &self.offset_row,
+            None => local + &self.offset_row,
+        };
         // -1 for the batch: a traced module must not freeze the batch size
         let (f, width) = (global.size()[1], self.table.size()[1]);
         let gathered = self
@@ -164,6 +228,7 @@ impl Embeddings {
             cardinalities: self.cardinalities.clone(),
             offsets: self.offsets.clone(),
             offset_row: self.offset_row.shallow_clone(),
+            hashing: self.hashing.as_ref().map(Hashing::shallow_clone),
             table,
             projection: None,
         }
@@ -174,7 +239,7 @@ impl Embeddings {
         self.table.numel() as i64 + self.projection.as_ref().map_or(0, |p| p.numel() as i64)
     }
 
-    /// Parameters of the collapsed, inference-time tables: Σn · d.
+    /// Parameters of the collapsed, inference-time tables: Σn · d (n: a hashed field's buckets).
     pub fn inference_parameters(&self) -> i64 {
         self.cardinalities.iter().sum::<i64>() * self.dim
     }
@@ -184,8 +249,9 @@ impl Embeddings {
     }
 }
 
-fn offset_row(offsets: &[i64], table: &Tensor) -> Tensor {
-    Tensor::from_slice(offsets)
+/// `values` as a `[1, F]` tensor on the table's device.
+fn as_row(values: &[i64], table: &Tensor) -> Tensor {
+    Tensor::from_slice(values)
         .to_device(table.device())
         .unsqueeze(0)
 }

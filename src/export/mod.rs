@@ -55,6 +55,16 @@ pub fn load_run(dir: &Path, device: Device) -> Result<LoadedRun> {
             .with_context(|| {
                 format!("{}: no data.cardinalities", dir.join("run.json").display())
             })?,
+        // absent in runs without hashing and in runs older than the option
+        hashed: match data.get("hash") {
+            None => Vec::new(),
+            Some(h) => serde_json::from_value(h.clone()).with_context(|| {
+                format!(
+                    "{}: data.hash is not a list of hashed fields",
+                    dir.join("run.json").display()
+                )
+            })?,
+        },
     };
     let weights = dir.join(WEIGHTS);
     if !weights.is_file() {
@@ -214,6 +224,7 @@ fn schema(run: &LoadedRun, embedding_bytes: i64) -> serde_json::Value {
                       "preprocessing": "ln(1 + max(x, 0)); missing = 0 (the Criteo convention of `mlet data prepare`)"},
             "cat": {"dtype": "int64", "shape": ["batch", fields.len()], "names": fields,
                     "cardinalities": run.shape.cardinalities,
+                    "hashed": run.shape.hashed,
                     "preprocessing": "field-local index from the training vocabulary of the data cache; 0 = out of vocabulary or rare (below min_count)"},
         },
         "output": {"dtype": "float32", "shape": ["batch"], "meaning": "click probability"},

@@ -17,11 +17,11 @@ pub use nfm::Nfm;
 pub use wdl::Wdl;
 pub use xdeepfm::XDeepFm;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tch::{nn, Device, Tensor};
 
 use crate::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, TableInit};
-use crate::embedding::{Embeddings, Lookup, LookupIndex};
+use crate::embedding::{Embeddings, HashedField, Lookup, LookupIndex};
 
 /// What a network sees of a batch.
 pub struct Features<'a> {
@@ -55,7 +55,11 @@ pub trait Network {
 #[derive(Clone, Debug)]
 pub struct InputShape {
     pub num_dense: usize,
+    /// Vocabulary sizes of the categorical fields.
     pub cardinalities: Vec<usize>,
+    /// Fields whose ids are hashed into fewer rows (`embedding.hash` resolved against the data;
+    /// empty without hashing).
+    pub hashed: Vec<HashedField>,
 }
 
 /// VarStore prefixes of the two kinds of sparse tables.
@@ -87,16 +91,28 @@ impl CtrModel {
         shape: &InputShape,
         device: Device,
     ) -> Result<CtrModel> {
+        if embedding.hash.is_some() != !shape.hashed.is_empty() {
+            bail!(
+                "embedding.hash: the model's input shape must carry the hashed fields exactly when \
+                 the configuration asks for hashing (embedding::hash::resolve gives them)"
+            );
+        }
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let embeddings =
-            Embeddings::new(&(&root / EMBEDDING_PATH), &shape.cardinalities, embedding)?;
+        let embeddings = Embeddings::hashed(
+            &(&root / EMBEDDING_PATH),
+            &shape.cardinalities,
+            &shape.hashed,
+            embedding,
+        )?;
         let linear = match model {
             ModelConfig::Dlrm { .. } => None,
-            // DeepCTR-Torch: one weight per category, N(0, 1e-4²)
-            _ => Some(Embeddings::new(
+            // DeepCTR-Torch: one weight per category, N(0, 1e-4²); hashed like the embeddings,
+            // since both read the same lookup index
+            _ => Some(Embeddings::hashed(
                 &(&root / LINEAR_PATH),
                 &shape.cardinalities,
+                &shape.hashed,
                 &EmbeddingConfig {
                     dim: 1,
                     kind: EmbeddingKind::Single,
@@ -104,6 +120,7 @@ impl CtrModel {
                     init_std: embedding.init_std,
                     table_init: TableInit::Normal,
                     table_std: 1e-4,
+                    hash: None,
                 },
             )?),
         };

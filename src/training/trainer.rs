@@ -14,7 +14,7 @@ use super::{describe_device, parse_device, Optimizer, RunDir};
 use crate::atomic::write_atomic;
 use crate::config::{L2Config, LossReduction, RunSpec};
 use crate::data::{Batch, Dataset, Split, SplitData};
-use crate::embedding::{Embeddings, Lookup, LookupIndex};
+use crate::embedding::{hash, Embeddings, Lookup, LookupIndex};
 use crate::metrics::{self, Metrics};
 use crate::models::{CtrModel, InputShape};
 
@@ -97,12 +97,7 @@ pub fn batch_tensors(
         .view([b, -1])
         .to_device(device);
     let labels = Tensor::from_slice(&batch.label).to_device(device);
-    let index = LookupIndex::new(
-        &batch.cat,
-        embeddings.offsets(),
-        embeddings.cardinalities(),
-        device,
-    )?;
+    let index = embeddings.index(&batch.cat, device)?;
     Ok((dense, labels, index))
 }
 
@@ -210,6 +205,10 @@ fn train(
     }
     let final_dir = RunDir::path_for(&cfg.output, &cfg.name, &spec.run);
     let config_text = serde_yaml::to_string(cfg)?;
+    let hashed = match &cfg.embedding.hash {
+        Some(h) => hash::resolve(h, &dataset.meta.field_names, dataset.cardinalities())?,
+        None => Vec::new(),
+    };
     let (run_dir, checkpoint) = RunDir::open(&final_dir, &config_text)?;
     let resume: Option<CheckpointState> = match &checkpoint {
         None => None,
@@ -243,6 +242,7 @@ fn train(
             "num_dense": dataset.num_dense(),
             "cardinalities": dataset.cardinalities(),
             "train_rows": dataset.split(Split::Train).len,
+            "hash": hashed,
         },
     });
     if let Some(r) = &resume {
@@ -262,6 +262,7 @@ fn train(
     let shape = InputShape {
         num_dense: dataset.num_dense(),
         cardinalities: dataset.cardinalities().to_vec(),
+        hashed,
     };
     let mut model = {
         let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());

@@ -126,6 +126,7 @@ pub fn shape() -> mlet::models::InputShape {
     mlet::models::InputShape {
         num_dense: NUM_DENSE,
         cardinalities: CARDS.to_vec(),
+        hashed: Vec::new(),
     }
 }
 
@@ -137,6 +138,7 @@ pub fn embedding(kind: mlet::config::EmbeddingKind) -> mlet::config::EmbeddingCo
         init_std: 0.3,
         table_init: mlet::config::TableInit::Xavier,
         table_std: 1e-4,
+        hash: None,
     }
 }
 
