@@ -91,7 +91,8 @@ impl CtrModel {
         shape: &InputShape,
         device: Device,
     ) -> Result<CtrModel> {
-        if embedding.hash.is_some() != !shape.hashed.is_empty() {
+        let (asked, given) = (embedding.hash.is_some(), !shape.hashed.is_empty());
+        if asked != given {
             bail!(
                 "embedding.hash: the model's input shape must carry the hashed fields exactly when \
                  the configuration asks for hashing (embedding::hash::resolve gives them)"
