@@ -7,19 +7,22 @@ use std::path::{Path, PathBuf};
 use super::chart::{render, ChartSpec, Marker, Series, Shape, XAxis, MARKERS, PALETTE};
 use crate::analysis::spectrum::RunSpectrum;
 
-/// Single-layer runs are drawn as the other figures draw the baseline (black, dashed, squares);
-/// MLET runs take the palette in order.
+/// The first single-layer run is drawn as the other figures draw the baseline (black, squares);
+/// every other run takes the palette in order; single-layer runs are dashed.
 fn styles(runs: &[RunSpectrum]) -> Vec<(plotters::style::RGBColor, bool, Marker)> {
     let mut i = 0;
+    let mut black_taken = false;
     runs.iter()
         .map(|r| {
-            if r.k.is_none() {
+            let single = r.k.is_none();
+            if single && !black_taken {
+                black_taken = true;
                 (BLACK, true, Marker::Square)
             } else {
                 i += 1;
                 (
                     PALETTE[(i - 1) % PALETTE.len()],
-                    false,
+                    single,
                     MARKERS[(i - 1) % MARKERS.len()],
                 )
             }
