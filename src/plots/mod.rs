@@ -5,6 +5,7 @@
 //! licence), so no system font is needed. Nothing here touches tensors.
 mod chart;
 mod figures;
+pub mod spectrum;
 mod train_log;
 
 use anyhow::{anyhow, Result};
