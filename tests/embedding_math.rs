@@ -11,11 +11,7 @@ use mlet::training::{batch_tensors, train_step, Optimizer, SparseGrad};
 
 /// libtorch's generator is global and tests run in parallel threads: each test holds this lock
 /// so that its seeded draws are its own.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
+use mlet::training::torch_rng_lock as rng_lock;
 
 fn mlet_config(dim: usize, k: usize, init_std: f64) -> EmbeddingConfig {
     EmbeddingConfig {

@@ -28,6 +28,12 @@ fn row(d: usize, k: Option<usize>, init_std: f64, seed: u64, auc: f64) -> Result
         samples_per_s: 1e5,
         training_embedding_params: 1,
         inference_embedding_params: 1,
+        test_pr_auc_a: auc / 2.0,
+        test_pr_auc_b: auc / 3.0,
+        test_pr_auc_deciles: (0..10).map(|i| auc / (3.0 - 0.1 * i as f64)).collect(),
+        step_ms_median: f64::NAN,
+        step_ms_p90: f64::NAN,
+        peak_rss_mb: f64::NAN,
         run_dir: "runs/x".into(),
     }
 }
@@ -140,16 +146,22 @@ fn single_points_and_bad_input() {
 fn render_all_plans_per_model_and_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let mut rows = table();
-    // A second data set with a single d: no vs-d figures, no σ figure.
+    // A second data set with a single d: no vs-d figures, no σ figure, and no baseline to
+    // measure a gain by decile against.
     let mut avazu = row(16, Some(64), 0.5, 1, 0.77);
     avazu.dataset = "avazu".into();
     rows.push(avazu);
     let plan = plan_figures(&rows, dir.path(), "grid", &FigureKind::ALL);
-    assert_eq!(plan.figures.len(), 3);
-    assert_eq!(plan.skipped.len(), 3, "{:?}", plan.skipped);
+    assert_eq!(plan.figures.len(), 4);
+    assert_eq!(plan.skipped.len(), 4, "{:?}", plan.skipped);
     let written = render_all(&rows, dir.path(), "grid").unwrap();
-    assert_eq!(written.len(), 6);
-    for kind in ["auc_vs_d", "logloss_vs_d", "auc_vs_sigma"] {
+    assert_eq!(written.len(), 8);
+    for kind in [
+        "auc_vs_d",
+        "logloss_vs_d",
+        "auc_vs_sigma",
+        "pr_auc_gain_by_decile",
+    ] {
         let png = dir
             .path()
             .join(format!("grid_dlrm_synthetic-300000_{kind}.png"));

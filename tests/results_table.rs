@@ -30,6 +30,12 @@ fn row(model: &str, d: usize, k: Option<usize>, init_std: f64, seed: u64, auc: f
         samples_per_s: 1.0e5,
         training_embedding_params: 1000 * k.unwrap_or(d) as i64,
         inference_embedding_params: 1000 * d as i64,
+        test_pr_auc_a: auc / 2.0 - 0.01,
+        test_pr_auc_b: auc / 2.0 - 0.02,
+        test_pr_auc_deciles: (0..10).map(|i| auc / 2.0 - 0.002 * i as f64).collect(),
+        step_ms_median: 3.0 + k.unwrap_or(0) as f64 / 100.0,
+        step_ms_p90: 4.0 + k.unwrap_or(0) as f64 / 100.0,
+        peak_rss_mb: 100.0 + d as f64,
         run_dir: format!("runs/fig5/d{d}"),
     }
 }
@@ -85,8 +91,10 @@ fn columns_in_any_order_and_crlf() {
     assert_eq!(back, vec![row("dlrm", 8, Some(16), 0.5, 2, 0.8)]);
 }
 
+/// The header of a table written before the frequency and runtime columns existed: it must
+/// still read (those columns come back as NaN).
 fn header() -> String {
-    mlet::results::RESULT_COLUMNS.join(",")
+    mlet::results::RESULT_COLUMNS.join(",") + ",run_dir"
 }
 
 fn good_line() -> String {
@@ -104,10 +112,10 @@ fn parse_err(text: &str) -> String {
 fn malformed_tables_name_line_and_column() {
     // A good table parses.
     let ok = format!("{}\n{}\n", header(), good_line());
-    assert_eq!(
-        parse_results_csv(&ok, Path::new("ok.csv")).unwrap().len(),
-        1
-    );
+    let rows = parse_results_csv(&ok, Path::new("ok.csv")).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].test_pr_auc_a.is_nan() && rows[0].step_ms_median.is_nan());
+    assert!(rows[0].test_pr_auc_deciles.iter().all(|v| v.is_nan()));
 
     // A non-numeric d on line 3: the error names the file, line 3, the character column where
     // the field starts, and the column name.
@@ -313,4 +321,69 @@ fn best_init_std_per_point() {
     assert!((b.auc_mean - 0.805).abs() < 1e-12);
     assert_eq!(b.count, 2);
     assert_eq!(b.sigmas_tried, 4);
+}
+
+/// Table 4: MLET's relative PR-AUC gain over the baseline at the same d and seed, on sets A and
+/// B and per decile, mean ± sample std over seeds, computed by hand.
+#[test]
+fn frequency_gains_pair_runs_by_d_and_seed() {
+    let mut rows = Vec::new();
+    for seed in [1, 2] {
+        let mut b = row("dlrm", 8, None, 0.25, seed, 0.78);
+        b.test_pr_auc_a = 0.50;
+        b.test_pr_auc_b = 0.20;
+        b.test_pr_auc_deciles = vec![0.20; 10];
+        let mut m = row("dlrm", 8, Some(64), 0.25, seed, 0.79);
+        m.test_pr_auc_a = if seed == 1 { 0.505 } else { 0.51 };
+        m.test_pr_auc_b = if seed == 1 { 0.21 } else { 0.22 };
+        m.test_pr_auc_deciles = (0..10).map(|i| 0.20 + 0.002 * i as f64).collect();
+        rows.extend([b, m]);
+    }
+    // an MLET run without a baseline at its d is not paired
+    rows.push(row("dlrm", 16, Some(64), 0.25, 1, 0.8));
+    let gains = mlet::results::frequency_gains(&rows);
+    assert_eq!(gains.len(), 1);
+    let g = &gains[0];
+    assert_eq!((g.d, g.k, g.seeds), (8, 64, 2));
+    // A: +1% and +2%; B: +5% and +10%
+    assert!((g.gain_a_mean - 1.5).abs() < 1e-9, "{}", g.gain_a_mean);
+    assert!(
+        (g.gain_a_std - (0.5f64).sqrt()).abs() < 1e-9,
+        "{}",
+        g.gain_a_std
+    );
+    assert!((g.gain_b_mean - 7.5).abs() < 1e-9, "{}", g.gain_b_mean);
+    assert!((g.decile_gain_mean[0]).abs() < 1e-9);
+    assert!((g.decile_gain_mean[9] - 9.0).abs() < 1e-9);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t4.csv");
+    mlet::results::write_frequency_gains_csv(&path, &gains).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("model,dataset,d,k,init_std,seeds,pr_auc_gain_a_pct_mean"));
+    assert!(text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with("dlrm,synthetic-300000,8,64,0.25,2,1.5"));
+}
+
+/// The runtime table: median over seeds, ratio to the baseline at the same d.
+#[test]
+fn runtime_table_ratios() {
+    let mut rows = Vec::new();
+    for (seed, ms) in [(1, 4.0), (2, 6.0), (3, 5.0)] {
+        let mut b = row("dlrm", 16, None, 0.25, seed, 0.78);
+        b.step_ms_median = ms;
+        let mut m = row("dlrm", 16, Some(64), 0.25, seed, 0.79);
+        m.step_ms_median = ms * 1.25;
+        rows.extend([b, m]);
+    }
+    let t = mlet::results::runtime_table(&rows);
+    assert_eq!(t.len(), 2);
+    let (b, m) = (&t[0], &t[1]);
+    assert_eq!((b.k, b.runs, b.step_ms_median), (None, 3, 5.0));
+    assert_eq!(m.k, Some(64));
+    assert!((m.step_ratio_to_baseline - 1.25).abs() < 1e-12);
+    assert_eq!(b.step_ratio_to_baseline, 1.0);
 }

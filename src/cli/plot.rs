@@ -18,6 +18,8 @@ pub enum KindArg {
     LoglossVsD,
     /// Test AUC vs init σ of the MLET factor layer (Fig. 4).
     AucVsSigma,
+    /// Relative PR-AUC gain of MLET over the baseline per test frequency decile (Table 4).
+    GainByDecile,
 }
 
 impl KindArg {
@@ -27,6 +29,7 @@ impl KindArg {
             KindArg::AucVsD => vec![FigureKind::AucVsD],
             KindArg::LoglossVsD => vec![FigureKind::LogLossVsD],
             KindArg::AucVsSigma => vec![FigureKind::AucVsSigma],
+            KindArg::GainByDecile => vec![FigureKind::GainByDecile],
         }
     }
 }

@@ -7,6 +7,7 @@
 mod batch;
 mod cache;
 mod error;
+pub mod frequency;
 mod hash;
 mod lines;
 mod parse;

@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use super::runs::{open_data, read_metrics, train_one, Overrides};
 use crate::config::{load_experiment, EmbeddingKind, RunSpec};
+use crate::metrics::FrequencyGroup;
 use crate::plots;
 use crate::results::{self, ResultRow};
 use crate::training::{RunDir, RunMetrics, RunOptions};
@@ -318,8 +319,25 @@ fn result_row(spec: &RunSpec, m: &RunMetrics, dir: &Path) -> ResultRow {
         samples_per_s: m.train.samples_per_s,
         training_embedding_params: m.embedding_params.training,
         inference_embedding_params: m.embedding_params.inference,
+        test_pr_auc_a: pr_auc_of(m.test_by_frequency.as_ref().map(|f| &f.set_a)),
+        test_pr_auc_b: pr_auc_of(m.test_by_frequency.as_ref().map(|f| &f.set_b)),
+        test_pr_auc_deciles: m.test_by_frequency.as_ref().map_or_else(Vec::new, |f| {
+            f.deciles.iter().map(|g| pr_auc_of(Some(g))).collect()
+        }),
+        step_ms_median: m.runtime.as_ref().map_or(nan, |r| r.step_ms_median),
+        step_ms_p90: m.runtime.as_ref().map_or(nan, |r| r.step_ms_p90),
+        peak_rss_mb: m
+            .runtime
+            .as_ref()
+            .and_then(|r| r.peak_rss_bytes)
+            .map_or(nan, |b| b as f64 / (1u64 << 20) as f64),
         run_dir: dir.display().to_string(),
     }
+}
+
+/// PR-AUC of a frequency group; NaN when absent or undefined (one class only).
+fn pr_auc_of(group: Option<&FrequencyGroup>) -> f64 {
+    group.and_then(|g| g.metrics).map_or(f64::NAN, |m| m.pr_auc)
 }
 
 fn dataset_label(spec: &RunSpec) -> String {
@@ -360,6 +378,46 @@ fn findings(rows: &[ResultRow]) -> Vec<String> {
             ),
         });
     }
+    let mut pairs: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.model.clone(), r.dataset.clone()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    let gains = results::frequency_gains(rows);
+    let runtime = results::runtime_table(rows);
+    for (model, dataset) in &pairs {
+        let mine = |g: &&results::FrequencyGain| &g.model == model && &g.dataset == dataset;
+        let (a, b): (Vec<f64>, Vec<f64>) = gains
+            .iter()
+            .filter(mine)
+            .map(|g| (g.gain_a_mean, g.gain_b_mean))
+            .filter(|(a, b)| a.is_finite() && b.is_finite())
+            .unzip();
+        if !a.is_empty() {
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            lines.push(format!(
+                "{model} on {dataset}: MLET's PR-AUC gain over the baseline, mean of {}                  configurations: {:+.2}% on the 10% most frequent test samples (A), {:+.2}% on                  the 10% least frequent (B) (table4_frequency.csv)",
+                a.len(),
+                mean(&a),
+                mean(&b)
+            ));
+        }
+        let ratios: Vec<f64> = runtime
+            .iter()
+            .filter(|r| &r.model == model && &r.dataset == dataset && r.k.is_some())
+            .map(|r| r.step_ratio_to_baseline)
+            .filter(|r| r.is_finite())
+            .collect();
+        if let (Some(lo), Some(hi)) = (
+            ratios.iter().copied().reduce(f64::min),
+            ratios.iter().copied().reduce(f64::max),
+        ) {
+            lines.push(format!(
+                "{model} on {dataset}: an MLET step costs {lo:.2}x to {hi:.2}x the baseline's at                  the same d (median step times, runtime.csv)"
+            ));
+        }
+    }
     for b in results::best_init_std(rows)
         .iter()
         .filter(|b| b.sigmas_tried > 1)
@@ -372,7 +430,8 @@ fn findings(rows: &[ResultRow]) -> Vec<String> {
     lines
 }
 
-/// results.csv, summary.csv, memory_reduction.csv and best_init_std.csv under `out_dir`.
+/// results.csv, summary.csv, memory_reduction.csv, table4_frequency.csv (when MLET and baseline
+/// runs pair up), runtime.csv and best_init_std.json under `out_dir`.
 fn write_reports(rows: &[ResultRow], out_dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out_dir)?;
     let mut written = Vec::new();
@@ -384,6 +443,15 @@ fn write_reports(rows: &[ResultRow], out_dir: &Path) -> Result<Vec<PathBuf>> {
     written.push(path);
     let path = out_dir.join("memory_reduction.csv");
     results::write_memory_reduction_csv(&path, &results::memory_reduction(rows))?;
+    written.push(path);
+    let gains = results::frequency_gains(rows);
+    if !gains.is_empty() {
+        let path = out_dir.join("table4_frequency.csv");
+        results::write_frequency_gains_csv(&path, &gains)?;
+        written.push(path);
+    }
+    let path = out_dir.join("runtime.csv");
+    results::write_runtime_csv(&path, &results::runtime_table(rows))?;
     written.push(path);
     if rows.iter().any(|r| r.k.is_some()) {
         let best = results::best_init_std(rows);

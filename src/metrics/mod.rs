@@ -1,6 +1,10 @@
 //! Evaluation metrics computed exactly over a whole split: ROC-AUC (tie-aware), LogLoss and
 //! PR-AUC (average precision). Inputs are logits so that LogLoss is stable where probabilities
 //! saturate.
+pub mod frequency;
+
+pub use frequency::{frequency_metrics, FrequencyGroup, FrequencyMetrics};
+
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 

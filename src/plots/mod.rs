@@ -5,6 +5,7 @@
 //! licence), so no system font is needed. Nothing here touches tensors.
 mod chart;
 mod figures;
+pub mod spectrum;
 mod train_log;
 
 use anyhow::{anyhow, Result};
@@ -12,7 +13,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-pub use figures::{plot_auc_vs_init_std, plot_metric_vs_d, plot_training_curve, Metric};
+pub use figures::{
+    plot_auc_vs_init_std, plot_gain_by_decile, plot_metric_vs_d, plot_training_curve, Metric,
+};
 pub use train_log::{read_train_log, TrainLogPoint};
 
 use crate::results::summary::OrdF64;
@@ -51,13 +54,16 @@ pub enum FigureKind {
     LogLossVsD,
     /// Test AUC vs init σ, one line per (d, k) (Fig. 4).
     AucVsSigma,
+    /// Relative PR-AUC gain of MLET over the baseline per test frequency decile (Table 4).
+    GainByDecile,
 }
 
 impl FigureKind {
-    pub const ALL: [FigureKind; 3] = [
+    pub const ALL: [FigureKind; 4] = [
         FigureKind::AucVsD,
         FigureKind::LogLossVsD,
         FigureKind::AucVsSigma,
+        FigureKind::GainByDecile,
     ];
 
     /// The file-name suffix: `auc_vs_d`, `logloss_vs_d`, `auc_vs_sigma`.
@@ -66,6 +72,7 @@ impl FigureKind {
             FigureKind::AucVsD => "auc_vs_d",
             FigureKind::LogLossVsD => "logloss_vs_d",
             FigureKind::AucVsSigma => "auc_vs_sigma",
+            FigureKind::GainByDecile => "pr_auc_gain_by_decile",
         }
     }
 }
@@ -131,6 +138,10 @@ pub fn plan_figures(
             .filter(|r| !r.is_baseline() && r.init_std.is_finite() && r.init_std > 0.0)
             .map(|r| OrdF64(r.init_std))
             .collect();
+        let owned: Vec<ResultRow> = group.iter().map(|r| (*r).clone()).collect();
+        let has_decile_gains = crate::results::frequency_gains(&owned)
+            .iter()
+            .any(|g| g.decile_gain_mean.iter().any(|v| v.is_finite()));
         let name = model.to_uppercase();
         for &kind in &kinds {
             let (ok, why, what) = match kind {
@@ -140,6 +151,11 @@ pub fn plan_figures(
                     sigmas.len() >= 2,
                     "fewer than two init σ values among the MLET runs",
                     "test AUC vs init σ",
+                ),
+                FigureKind::GainByDecile => (
+                    has_decile_gains,
+                    "no MLET run with per-decile metrics has a baseline at its d and seed",
+                    "PR-AUC gain of MLET by frequency decile",
                 ),
             };
             if !ok {
@@ -180,6 +196,7 @@ pub fn render_plan(rows: &[ResultRow], plan: &Plan) -> Result<Vec<PathBuf>> {
             FigureKind::AucVsD => plot_metric_vs_d(&group, Metric::Auc, &f.stem, &f.title),
             FigureKind::LogLossVsD => plot_metric_vs_d(&group, Metric::LogLoss, &f.stem, &f.title),
             FigureKind::AucVsSigma => plot_auc_vs_init_std(&group, &f.stem, &f.title),
+            FigureKind::GainByDecile => plot_gain_by_decile(&group, &f.stem, &f.title),
         }
         .map_err(|e| e.context(format!("{}/{}", f.model, f.dataset)))?;
         written.extend(paths);

@@ -2,7 +2,7 @@
 use anyhow::Result;
 use std::path::Path;
 
-use crate::results::csv::{Extra, Table};
+use crate::results::csv::Table;
 
 /// One logged interval of a training run.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,7 +17,7 @@ pub struct TrainLogPoint {
 /// Reads the columns `step`, `samples` and `loss` of a training log (other columns are
 /// ignored). Errors name the file, line, column and what was expected.
 pub fn read_train_log(path: &Path) -> Result<Vec<TrainLogPoint>> {
-    let t = Table::read(path, &["step", "samples", "loss"], Extra::Ignore)?;
+    let t = Table::read(path, &["step", "samples", "loss"])?;
     t.records
         .iter()
         .map(|r| {

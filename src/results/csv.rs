@@ -164,8 +164,8 @@ fn finish_record(records: &mut Vec<Record>, fields: &mut Vec<Field>, line: usize
     }
 }
 
-/// A parsed table: a header that must name exactly (or at least) the expected columns, and records
-/// whose width matches it.
+/// A parsed table: a header that must name at least the expected columns (see `reject_unknown`),
+/// and records whose width matches it.
 pub(crate) struct Table {
     pub file: PathBuf,
     columns: HashMap<String, usize>,
@@ -173,22 +173,15 @@ pub(crate) struct Table {
     pub records: Vec<Record>,
 }
 
-/// Whether columns the reader does not know are errors or ignored.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Extra {
-    Reject,
-    Ignore,
-}
-
 impl Table {
     /// Reads and parses `path`, checking the header against `expected`.
-    pub fn read(path: &Path, expected: &[&str], extra: Extra) -> Result<Table> {
+    pub fn read(path: &Path, expected: &[&str]) -> Result<Table> {
         let text =
             fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        Table::parse(&text, path, expected, extra)
+        Table::parse(&text, path, expected)
     }
 
-    pub fn parse(text: &str, path: &Path, expected: &[&str], extra: Extra) -> Result<Table> {
+    pub fn parse(text: &str, path: &Path, expected: &[&str]) -> Result<Table> {
         let mut records = parse_records(text, path)?;
         if records.is_empty() {
             bail!(
@@ -202,15 +195,6 @@ impl Table {
         let mut header = Vec::new();
         for (i, f) in header_rec.fields.iter().enumerate() {
             let name = f.text.trim().to_string();
-            if extra == Extra::Reject && !expected.contains(&name.as_str()) {
-                bail!(
-                    "{}:{}:{}: unknown column `{name}` (expected columns: {})",
-                    path.display(),
-                    f.line,
-                    f.col,
-                    expected.join(", ")
-                );
-            }
             if columns.insert(name.clone(), i).is_some() {
                 bail!(
                     "{}:{}:{}: column `{name}` appears twice in the header",
@@ -281,6 +265,27 @@ impl Table {
             .trim()
             .parse::<T>()
             .map_err(|e| self.error(f, name, what, e))
+    }
+
+    /// Column `name` of record `r` as a number, NaN when the table has no such column.
+    pub fn get_or_nan(&self, r: &Record, name: &str) -> Result<f64> {
+        if self.columns.contains_key(name) {
+            self.get(r, name, "a number")
+        } else {
+            Ok(f64::NAN)
+        }
+    }
+
+    /// Errors on a header column that is not in `known`.
+    pub fn reject_unknown(&self, known: &[&str]) -> Result<()> {
+        match self.header.iter().find(|h| !known.contains(&h.as_str())) {
+            None => Ok(()),
+            Some(name) => bail!(
+                "{}:1: unknown column `{name}` (expected columns: {})",
+                self.file.display(),
+                known.join(", ")
+            ),
+        }
     }
 
     /// An error about field `f` of column `name`.

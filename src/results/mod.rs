@@ -3,7 +3,12 @@
 //!
 //! Pure Rust; nothing here touches tensors.
 pub(crate) mod csv;
+mod frequency;
+mod runtime;
 pub(crate) mod summary;
+
+pub use frequency::{frequency_gains, write_frequency_gains_csv, FrequencyGain};
+pub use runtime::{runtime_table, write_runtime_csv, RuntimeRow};
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -15,7 +20,10 @@ pub use summary::{
     SummaryRow,
 };
 
-use self::csv::{Extra, Table};
+use self::csv::Table;
+
+/// Frequency deciles recorded per run (`crate::metrics::frequency`).
+const DECILES: usize = crate::metrics::frequency::GROUPS;
 
 /// One finished run: its settings and its final metrics.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -44,6 +52,15 @@ pub struct ResultRow {
     pub samples_per_s: f64,
     pub training_embedding_params: i64,
     pub inference_embedding_params: i64,
+    /// Test PR-AUC on Table 4's set A (10% most frequent samples) and set B (10% least).
+    pub test_pr_auc_a: f64,
+    pub test_pr_auc_b: f64,
+    /// Test PR-AUC per frequency decile, least frequent first (empty when not recorded).
+    pub test_pr_auc_deciles: Vec<f64>,
+    /// Median and 90th percentile of the time per training step, and the run's peak memory.
+    pub step_ms_median: f64,
+    pub step_ms_p90: f64,
+    pub peak_rss_mb: f64,
     pub run_dir: String,
 }
 
@@ -54,8 +71,28 @@ impl ResultRow {
     }
 }
 
-/// The columns of the results CSV, in the order they are written.
-pub const RESULT_COLUMNS: [&str; 20] = [
+/// Columns that results tables written before they existed lack (read as NaN).
+const OPTIONAL_COLUMNS: [&str; 15] = [
+    "test_pr_auc_a",
+    "test_pr_auc_b",
+    "test_pr_auc_decile1",
+    "test_pr_auc_decile2",
+    "test_pr_auc_decile3",
+    "test_pr_auc_decile4",
+    "test_pr_auc_decile5",
+    "test_pr_auc_decile6",
+    "test_pr_auc_decile7",
+    "test_pr_auc_decile8",
+    "test_pr_auc_decile9",
+    "test_pr_auc_decile10",
+    "step_ms_median",
+    "step_ms_p90",
+    "peak_rss_mb",
+];
+
+/// The columns of the results CSV, in the order they are written: these, then
+/// [`OPTIONAL_COLUMNS`], then `run_dir`.
+pub const RESULT_COLUMNS: [&str; 19] = [
     "experiment",
     "run",
     "dataset",
@@ -75,8 +112,14 @@ pub const RESULT_COLUMNS: [&str; 20] = [
     "samples_per_s",
     "training_embedding_params",
     "inference_embedding_params",
-    "run_dir",
 ];
+
+fn all_columns() -> Vec<&'static str> {
+    let mut cols: Vec<&str> = RESULT_COLUMNS.to_vec();
+    cols.extend(OPTIONAL_COLUMNS);
+    cols.push("run_dir");
+    cols
+}
 
 /// How `k` is written: `baseline` or the integer.
 pub fn format_k(k: Option<usize>) -> String {
@@ -110,15 +153,29 @@ pub fn write_results_csv(path: &Path, rows: &[ResultRow]) -> Result<()> {
                 r.samples_per_s.to_string(),
                 r.training_embedding_params.to_string(),
                 r.inference_embedding_params.to_string(),
-                r.run_dir.clone(),
             ]
+            .into_iter()
+            .chain([r.test_pr_auc_a.to_string(), r.test_pr_auc_b.to_string()])
+            .chain((0..DECILES).map(|i| {
+                r.test_pr_auc_deciles
+                    .get(i)
+                    .map_or(f64::NAN, |v| *v)
+                    .to_string()
+            }))
+            .chain([
+                r.step_ms_median.to_string(),
+                r.step_ms_p90.to_string(),
+                r.peak_rss_mb.to_string(),
+                r.run_dir.clone(),
+            ])
+            .collect()
         })
         .collect();
-    csv::write_table(path, &RESULT_COLUMNS, &body)
+    csv::write_table(path, &all_columns(), &body)
 }
 
 /// Reads a results table written by [`write_results_csv`] (columns in any order; every column
-/// required, none unknown). Errors name the file, line, column and what was expected.
+/// required but the frequency and runtime ones, none unknown). Errors name the file, line, column and what was expected.
 pub fn read_results_csv(path: &Path) -> Result<Vec<ResultRow>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
@@ -127,8 +184,10 @@ pub fn read_results_csv(path: &Path) -> Result<Vec<ResultRow>> {
 
 /// Parses results-table text; `path` is used in error messages only.
 pub fn parse_results_csv(text: &str, path: &Path) -> Result<Vec<ResultRow>> {
-    let cols = &RESULT_COLUMNS;
-    let t = Table::parse(text, path, cols, Extra::Reject)?;
+    let mut required = RESULT_COLUMNS.to_vec();
+    required.push("run_dir");
+    let t = Table::parse(text, path, &required)?;
+    t.reject_unknown(&all_columns())?;
     let mut rows = Vec::with_capacity(t.records.len());
     const FLOAT: &str = "a number";
     for r in &t.records {
@@ -167,6 +226,14 @@ pub fn parse_results_csv(text: &str, path: &Path) -> Result<Vec<ResultRow>> {
             samples_per_s: t.get(r, "samples_per_s", FLOAT)?,
             training_embedding_params: t.get(r, "training_embedding_params", "an integer")?,
             inference_embedding_params: t.get(r, "inference_embedding_params", "an integer")?,
+            test_pr_auc_a: t.get_or_nan(r, "test_pr_auc_a")?,
+            test_pr_auc_b: t.get_or_nan(r, "test_pr_auc_b")?,
+            test_pr_auc_deciles: (1..=DECILES)
+                .map(|i| t.get_or_nan(r, &format!("test_pr_auc_decile{i}")))
+                .collect::<Result<_>>()?,
+            step_ms_median: t.get_or_nan(r, "step_ms_median")?,
+            step_ms_p90: t.get_or_nan(r, "step_ms_p90")?,
+            peak_rss_mb: t.get_or_nan(r, "peak_rss_mb")?,
             run_dir: s("run_dir"),
         });
     }

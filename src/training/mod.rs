@@ -1,16 +1,29 @@
-//! Training and evaluation of one run: optimizer, loop, run directory.
+//! Training and evaluation of one run: optimizer, one step, the loop, checkpoints, evaluation,
+//! run directory and its metrics.
+mod checkpoint;
 mod device;
+mod evaluation;
 mod optimizer;
+mod progress;
 mod run_dir;
+mod run_metrics;
+mod runtime;
+mod step;
 mod trainer;
 
+pub use checkpoint::torch_rng_lock;
 pub use device::{describe as describe_device, parse_device};
+pub use evaluation::{evaluate_trained, predict, Evaluation};
 pub use optimizer::{Optimizer, SparseGrad};
 pub use run_dir::{RunDir, CHECKPOINT, METRICS};
-pub use trainer::{
-    batch_tensors, predict, train_run, train_run_interrupted, train_step, Divergence,
-    EmbeddingParams, RunMetrics, RunOptions, TrainSummary, OPTIMIZER_STATE, WEIGHTS,
-};
+pub use run_metrics::{Divergence, EmbeddingParams, RunMetrics, TrainSummary};
+pub use runtime::{peak_rss_bytes, Runtime};
+pub use step::{batch_tensors, train_step};
+pub use trainer::{train_run, train_run_interrupted, RunOptions};
+
+/// The weights and the optimizer state, in the run directory and in its checkpoint.
+pub const WEIGHTS: &str = "weights.safetensors";
+pub const OPTIMIZER_STATE: &str = "optimizer.safetensors";
 
 /// Versions recorded in every run directory.
 pub fn versions() -> serde_json::Value {

@@ -118,8 +118,7 @@ pub const DIM: usize = 4;
 /// libtorch's generator is global and tests run in parallel threads: hold this while seeding
 /// and drawing.
 pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+    mlet::training::torch_rng_lock()
 }
 
 pub fn shape() -> mlet::models::InputShape {

@@ -1,0 +1,108 @@
+//! Evaluation of a trained model: the validation and test metrics, the test split by sample
+//! frequency (paper 001's Table 4, and per decile), and the check that the collapsed model
+//! predicts what the trained one does.
+use anyhow::{Context, Result};
+use tch::{Device, Kind};
+
+use super::batch_tensors;
+use crate::data::frequency::sample_log_frequencies;
+use crate::data::{Batch, Dataset, Split, SplitData};
+use crate::metrics::{self, FrequencyMetrics, Metrics};
+use crate::models::CtrModel;
+
+/// Logits of `model` for the first `limit` rows of a split (all when `None`).
+pub fn predict(
+    model: &CtrModel,
+    split: &SplitData,
+    batch_size: usize,
+    limit: Option<usize>,
+    device: Device,
+) -> Result<Vec<f32>> {
+    let n = limit.map_or(split.len, |l| l.min(split.len));
+    let mut out = Vec::with_capacity(n);
+    let mut batch = Batch::default();
+    let rows: Vec<usize> = (0..n).collect();
+    tch::no_grad(|| -> Result<()> {
+        for chunk in rows.chunks(batch_size) {
+            split.gather(chunk, &mut batch);
+            let (dense, _, index) = batch_tensors(&batch, &model.embeddings, device)?;
+            let logits = model.forward(&dense, &index, false).logits;
+            let logits = logits.to_kind(Kind::Float).to_device(Device::Cpu);
+            out.extend(Vec::<f32>::try_from(&logits)?);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Predicts some test rows with the trained and with the collapsed embeddings.
+fn collapse_check(
+    model: &mut CtrModel,
+    dataset: &Dataset,
+    batch: usize,
+    device: Device,
+) -> Result<f64> {
+    let split = [Split::Test, Split::Valid, Split::Train]
+        .into_iter()
+        .map(|s| dataset.split(s))
+        .find(|s| s.len > 0)
+        .context("no rows to check the collapsed model on")?;
+    let trained = predict(model, &split, batch, Some(4096), device)?;
+    let collapsed = model.embeddings.collapse();
+    let trained_embeddings = std::mem::replace(&mut model.embeddings, collapsed);
+    let folded = predict(model, &split, batch, Some(4096), device);
+    model.embeddings = trained_embeddings;
+    let folded = folded?;
+    Ok(trained
+        .iter()
+        .zip(&folded)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .fold(0.0, f64::max))
+}
+
+/// The evaluation of a trained model written into `metrics.json`.
+pub struct Evaluation {
+    pub valid: Option<Metrics>,
+    pub test: Option<Metrics>,
+    pub test_by_frequency: Option<FrequencyMetrics>,
+    pub collapse_max_abs_diff: f64,
+}
+
+/// Evaluates `model` on the validation and test splits (the test split also by sample
+/// frequency) and checks its collapsed form against it.
+pub fn evaluate_trained(
+    model: &mut CtrModel,
+    dataset: &Dataset,
+    batch_size: usize,
+    device: Device,
+) -> Result<Evaluation> {
+    let logits_of = |split: Split| -> Result<Option<(Vec<f32>, Metrics)>> {
+        let data = dataset.split(split);
+        if data.len == 0 {
+            return Ok(None);
+        }
+        let logits = predict(model, &data, batch_size, None, device)?;
+        let m = metrics::evaluate(&logits, data.label)
+            .with_context(|| format!("evaluating the {split} split"))?;
+        Ok(Some((logits, m)))
+    };
+    let valid = logits_of(Split::Valid)?.map(|(_, m)| m);
+    let test = logits_of(Split::Test)?;
+    let test_by_frequency = match &test {
+        Some((logits, _)) if logits.len() >= metrics::frequency::GROUPS => {
+            let log_frequency = sample_log_frequencies(dataset, Split::Test);
+            Some(metrics::frequency_metrics(
+                logits,
+                dataset.split(Split::Test).label,
+                &log_frequency,
+            )?)
+        }
+        _ => None,
+    };
+    Ok(Evaluation {
+        valid,
+        test: test.map(|(_, m)| m),
+        test_by_frequency,
+        collapse_max_abs_diff: collapse_check(model, dataset, batch_size, device)?,
+    })
+}
