@@ -248,6 +248,33 @@ fn cli_reports_bad_experiment_files_without_panicking() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.yaml"));
+    // zero threads or steps on the command line: a usage error (exit 2), not a panic (101)
+    let path = tmp.path().join("ok.yaml");
+    std::fs::write(&path, experiment(tmp.path(), "")).unwrap();
+    for flag in ["--threads", "--max-steps"] {
+        let out = mlet_bin()
+            .args(["train", flag, "0"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} 0: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains("at least 1"),
+            "{stderr}"
+        );
+    }
+    // an experiment name that would lead out of the output directory
+    let path = tmp.path().join("escape.yaml");
+    let text = experiment(tmp.path(), "").replace("name: e2e", "name: ../../escaped");
+    std::fs::write(&path, text).unwrap();
+    let out = mlet_bin().arg("train").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("not usable as a directory name"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("..").join("escaped").exists());
 }
 
 #[test]

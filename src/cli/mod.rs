@@ -29,14 +29,23 @@ pub struct OverrideArgs {
     #[arg(long)]
     pub device: Option<String>,
     /// libtorch intra-op threads per run (overrides training.threads).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Root of the run directories (overrides output).
     #[arg(long)]
     pub output: Option<std::path::PathBuf>,
     /// Stop each run after this many batches (a quick check, not a real result).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub max_steps: Option<usize>,
+}
+
+/// A count that must be at least 1 (clap value parser: a clear error instead of a later panic).
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("expected a positive integer ({e})")),
+    }
 }
 
 impl From<OverrideArgs> for crate::experiments::Overrides {

@@ -119,6 +119,13 @@ pub fn parse_experiment(text: &str) -> Result<ExperimentFile> {
     }
     let mut specs: Vec<RunSpec> = Vec::new();
     for (i, (run, patch)) in overrides.into_iter().enumerate() {
+        // a grid axis value becomes part of the name: it must not lead out of the output directory
+        if !valid_run_name(&run) {
+            bail!(
+                "run `{run}`: not usable as a directory name (letters, digits, . _ - only; \
+                 grid axis values become part of run names)"
+            );
+        }
         if specs.iter().any(|s| s.run == run) {
             bail!("runs[{i}].name: `{run}` is used twice");
         }
@@ -136,6 +143,13 @@ pub fn parse_experiment(text: &str) -> Result<ExperimentFile> {
         let config: RunConfig = serde_path_to_error::deserialize(merged)
             .map_err(|e| anyhow!("{where_}{}: {}", display_path(&e), e.inner()))?;
         config.validate().map_err(|e| anyhow!("{where_}{e}"))?;
+        if !valid_run_name(&config.name) {
+            bail!(
+                "name: `{}` is not usable as a directory name (letters, digits, . _ - only; \
+                 runs are written to <output>/<name>/<run>)",
+                config.name
+            );
+        }
         specs.push(RunSpec { run, config });
     }
     Ok(ExperimentFile {
@@ -284,6 +298,21 @@ data: {synthetic: {rows: 1000, seed: 3}}
 model: {kind: dlrm}
 embedding: {dim: 8}
 ";
+
+    #[test]
+    fn names_cannot_leave_the_output_directory() {
+        let escaping = BASE.replace("name: t", "name: ../../elsewhere/escaped");
+        let e = format!("{:#}", parse_runs(&escaping).unwrap_err());
+        assert!(e.contains("name: `../../elsewhere/escaped`"), "{e}");
+        let e = format!(
+            "{:#}",
+            parse_runs(&format!("{BASE}runs:\n  - name: ../x\n")).unwrap_err()
+        );
+        assert!(e.contains("runs[0].name"), "{e}");
+        // grid axis values with separators are made file-safe in run names
+        let runs = parse_runs(&format!("{BASE}grid:\n  data.cache: [../a/b]\n")).unwrap();
+        assert!(valid_run_name(&runs[0].run), "{}", runs[0].run);
+    }
 
     #[test]
     fn runs_override_the_base() {
