@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use tch::{CModule, Device, Kind, Tensor};
 
+use mlet::analysis::quantize::QuantizedTables;
+use mlet::analysis::AnalysisRun;
 use mlet::config::parse_runs;
 use mlet::data::{Batch, Dataset, Split};
 use mlet::experiments::{cache_dir, run_all, Outcome};
-use mlet::export::{export_run, load_run, schema_path};
+use mlet::export::{export_run, export_run_as, load_run, schema_path, Precision};
 use mlet::training::{predict, RunOptions};
 
 fn train(dir: &Path) -> Vec<PathBuf> {
@@ -45,6 +47,112 @@ runs:
         .collect()
 }
 
+/// Click probabilities of `module` in Python's `torch.jit.load` on `(dense, cat)`.
+fn python_predict(dir: &Path, name: &str, module: &Path, dense: &Tensor, cat: &Tensor) -> Vec<f32> {
+    let inputs = dir.join(format!("{name}-x.npz"));
+    Tensor::write_npz(&[("dense", dense), ("cat", cat)], &inputs).unwrap();
+    let y = dir.join(format!("{name}-y.npy"));
+    let script = format!(
+        "import numpy as np, torch\nx = np.load('{}')\nm = torch.jit.load('{}')\n\
+         np.save('{}', m(torch.from_numpy(x['dense']), torch.from_numpy(x['cat'])).detach().numpy())",
+        inputs.display(),
+        module.display(),
+        y.display()
+    );
+    let py = Command::new(common::python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    Vec::<f32>::try_from(&Tensor::read_npy(&y).unwrap()).unwrap()
+}
+
+/// `--quantize int8`: the module predicts what the in-process model with the quantised tables
+/// of `mlet analyze quantize` predicts, its tables are int8 with the schema's scales, and the
+/// file is about 4x smaller than the f32 export. Returns the file-size ratio.
+fn check_int8_export(dir: &Path, run: &Path, name: &str, fp32_module: &Path, n: usize) -> f64 {
+    let out = dir.join(format!("{name}-int8.pt"));
+    let tables = dir.join(format!("{name}-int8.safetensors"));
+    let report = export_run_as(run, &out, Some(&tables), Device::Cpu, Precision::Int8).unwrap();
+
+    let mut analysis = AnalysisRun::open(run, Device::Cpu).unwrap();
+    let emb = &analysis.run.model.embeddings;
+    let q = QuantizedTables::of(emb).unwrap();
+    let dequantized = q.dequantized(emb);
+    let (rows, fields, dim) = (
+        emb.cardinalities().iter().sum::<i64>(),
+        emb.num_fields() as i64,
+        emb.dim(),
+    );
+    let n1 = emb.cardinalities()[0];
+    assert_eq!(report.embedding_bytes, rows * dim + 4 * fields);
+    let probs = |a: &AnalysisRun| -> Vec<f32> {
+        let split = a.dataset.as_ref().unwrap().split(Split::Test);
+        predict(&a.run.model, &split, 4096, Some(n), Device::Cpu)
+            .unwrap()
+            .iter()
+            .map(|z| 1.0 / (1.0 + (-z).exp()))
+            .collect()
+    };
+    let expected = analysis.with_table(dequantized, |a| probs(a));
+    // the quantised model is not the f32 one (else this checks nothing)
+    assert!(common::max_abs_diff(&probs(&analysis), &expected) > 0.0);
+
+    let module = CModule::load(&out).unwrap();
+    let (dense, cat) = test_rows(analysis.dataset.as_ref().unwrap().dir(), n);
+    for size in [n as i64, 7] {
+        let p = module
+            .forward_ts(&[dense.narrow(0, 0, size), cat.narrow(0, 0, size)])
+            .unwrap();
+        let p = Vec::<f32>::try_from(&p.to_kind(Kind::Float)).unwrap();
+        let diff = common::max_abs_diff(&p, &expected[..size as usize]);
+        eprintln!("{name} int8: CModule batch {size}: max |Δp| = {diff:e}");
+        assert!(
+            diff <= 1e-5,
+            "{name} int8: CModule at batch {size} differs by {diff}"
+        );
+    }
+    let p = python_predict(dir, &format!("{name}-int8"), &out, &dense, &cat);
+    let diff = common::max_abs_diff(&p, &expected);
+    eprintln!("{name} int8: torch.jit.load: max |Δp| = {diff:e}");
+    assert!(diff <= 1e-5, "{name} int8: Python differs by {diff}");
+
+    // int8 tables with the schema's scales
+    let read = Tensor::read_safetensors(&tables).unwrap();
+    let c1 = &read.iter().find(|(n, _)| n == "C1").expect("table C1").1;
+    assert_eq!(c1.kind(), Kind::Int8);
+    assert!(c1.equal(&q.codes.narrow(0, 0, n1)));
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path(&out)).unwrap()).unwrap();
+    let quant = &schema["embedding"]["quantized"];
+    assert_eq!(quant["dtype"], "int8");
+    assert_eq!(
+        quant["scales"]["C1"].as_f64().unwrap() as f32,
+        q.choices[0].scale
+    );
+    assert_eq!(schema["embedding"]["bytes"], report.embedding_bytes);
+
+    // the file shrinks by the 3 bytes per table entry that int8 saves, nothing else changes
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
+    let saved = size(fp32_module) - size(&out);
+    let expected = (3 * rows * dim - 4 * fields) as f64;
+    assert!(
+        (saved - expected).abs() < 0.02 * expected,
+        "{name}: the int8 file is {saved} bytes smaller, expected about {expected}"
+    );
+    let ratio = size(fp32_module) / size(&out);
+    eprintln!(
+        "{name}: file {} bytes f32, {} bytes int8: {ratio:.2}x",
+        size(fp32_module),
+        size(&out)
+    );
+    ratio
+}
+
 /// Test rows of the cache, as the module's inputs.
 fn test_rows(cache: &Path, n: usize) -> (Tensor, Tensor) {
     let data = Dataset::open(cache).unwrap();
@@ -64,6 +172,7 @@ fn exported_models_predict_what_the_trained_models_predicted() {
     let runs = train(tmp.path());
     let cache = tmp.path().join("cache");
     let mut bytes = Vec::new();
+    let mut ratios = Vec::new();
     for run in &runs {
         let name = run.file_name().unwrap().to_string_lossy().to_string();
         let out = tmp.path().join(format!("{name}.pt"));
@@ -99,29 +208,12 @@ fn exported_models_predict_what_the_trained_models_predicted() {
         }
 
         // Python's torch.jit.load
-        let inputs = tmp.path().join(format!("{name}-x.npz"));
-        Tensor::write_npz(&[("dense", &dense), ("cat", &cat)], &inputs).unwrap();
-        let y = tmp.path().join(format!("{name}-y.npy"));
-        let script = format!(
-            "import numpy as np, torch\nx = np.load('{}')\nm = torch.jit.load('{}')\n\
-             np.save('{}', m(torch.from_numpy(x['dense']), torch.from_numpy(x['cat'])).detach().numpy())",
-            inputs.display(),
-            out.display(),
-            y.display()
-        );
-        let py = Command::new(common::python())
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            py.status.success(),
-            "{}",
-            String::from_utf8_lossy(&py.stderr)
-        );
-        let p: Vec<f32> = Vec::<f32>::try_from(&Tensor::read_npy(&y).unwrap()).unwrap();
+        let p = python_predict(tmp.path(), &name, &out, &dense, &cat);
         let diff = common::max_abs_diff(&p, &trained);
         eprintln!("{name}: torch.jit.load: max |Δp| = {diff:e}");
         assert!(diff <= 1e-5, "{name}: Python differs by {diff}");
+
+        ratios.push(check_int8_export(tmp.path(), run, &name, &out, n));
 
         // the tables read back as the collapsed n x d tables
         let read = Tensor::read_safetensors(&tables).unwrap();
@@ -136,6 +228,12 @@ fn exported_models_predict_what_the_trained_models_predicted() {
     }
     // MLET exports exactly the size of the single-layer model at the same d
     assert_eq!(bytes[0], bytes[1]);
+    // at d = 8 the MLPs and DeepFM's f32 linear part (4 bytes per category, half the int8
+    // table) keep the whole file from 4x
+    assert!(
+        ratios[0] > 3.2 && ratios[1] > 3.2 && ratios[2] > 2.6,
+        "{ratios:?}"
+    );
     let cards: i64 = Dataset::open(&cache_dir(&mlet::config::DataConfig {
         cache: Some(cache.clone()),
         ..Default::default()
@@ -162,6 +260,36 @@ fn exported_models_predict_what_the_trained_models_predicted() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(out.is_file() && schema_path(&out).is_file());
+    let out8 = tmp.path().join("cli-int8.pt");
+    let ok = Command::new(env!("CARGO_BIN_EXE_mlet"))
+        .arg("export")
+        .arg(&runs[1])
+        .arg("--out")
+        .arg(&out8)
+        .args(["--quantize", "int8"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path(&out8)).unwrap()).unwrap();
+    assert_eq!(schema["embedding"]["quantized"]["dtype"], "int8");
+    let bad = Command::new(env!("CARGO_BIN_EXE_mlet"))
+        .arg("export")
+        .arg(&runs[1])
+        .arg("--out")
+        .arg(tmp.path().join("x.pt"))
+        .args(["--quantize", "int4"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("--quantize"),
+        "{stderr}"
+    );
     let empty = tmp.path().join("empty-run");
     std::fs::create_dir_all(&empty).unwrap();
     for bad in [tmp.path().join("missing"), empty] {

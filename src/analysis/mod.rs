@@ -2,7 +2,9 @@
 //! (SVD) truncation and 8-bit quantisation, each evaluated on the run's own test split. Results
 //! are written beside the run, under `<run>/analysis/`.
 pub mod linalg;
+pub mod quantize;
 pub mod spectrum;
+pub mod svd;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;

@@ -201,6 +201,18 @@ impl Embeddings {
         self.project(gathered)
     }
 
+    /// `forward_local` over a table of int8 codes (collapsed, `[Σn, d]`), dequantised on lookup:
+    /// `scales` is `[1, F, 1]` f32, one per field, made before tracing so it becomes a constant.
+    pub fn forward_local_int8(&self, local: &Tensor, scales: &Tensor) -> Tensor {
+        let global = local + &self.offset_row;
+        let f = global.size()[1];
+        self.table
+            .index_select(0, &global.view([-1]))
+            .view([-1, f, self.dim])
+            .to_kind(Kind::Float)
+            * scales
+    }
+
     /// `[B, F, width]` → `[B, F, d]`: MLET's per-field projection; identity for single tables.
     fn project(&self, gathered: Tensor) -> Tensor {
         match &self.projection {

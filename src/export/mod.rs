@@ -6,11 +6,12 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use tch::{CModule, Device, Kind, Tensor};
 
+use crate::analysis::quantize::QuantizedTables;
 use crate::atomic::{write_atomic, PendingFile};
 use crate::config::RunConfig;
 use crate::data::Dataset;
 use crate::experiments::cache_dir;
-use crate::models::{CtrModel, InputShape};
+use crate::models::{CtrModel, Features, InputShape};
 use crate::training::WEIGHTS;
 
 /// A trained model rebuilt from its run directory.
@@ -92,9 +93,20 @@ pub struct ExportReport {
     pub module: PathBuf,
     pub schema: PathBuf,
     pub tables: Option<PathBuf>,
-    /// Bytes of the collapsed `n x d` embedding tables (Σn·d·4 for f32; the linear part's
-    /// one weight per category is not counted).
+    /// Bytes of the collapsed `n x d` embedding tables: Σn·d·4 for f32, Σn·d + 4·F for int8
+    /// (codes plus one f32 scale per field). The linear part's one weight per category, which
+    /// stays f32, is not counted.
     pub embedding_bytes: i64,
+}
+
+/// How the exported embedding tables are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// int8 codes plus one f32 scale per field, dequantised on lookup inside the module; the
+    /// scales are those of `crate::analysis::quantize` (L2-optimal grid search), so the module
+    /// predicts what `mlet analyze quantize` evaluates.
+    Int8,
 }
 
 /// Collapses, traces and saves the run at `run_dir` to `out` (plus `<out stem>.schema.json`),
@@ -105,10 +117,36 @@ pub fn export_run(
     tables: Option<&Path>,
     device: Device,
 ) -> Result<ExportReport> {
+    export_run_as(run_dir, out, tables, device, Precision::F32)
+}
+
+/// [`export_run`] with the embedding tables stored at `precision`. For int8 the tables file
+/// holds the int8 codes per field and `scales` (`[F]` f32).
+pub fn export_run_as(
+    run_dir: &Path,
+    out: &Path,
+    tables: Option<&Path>,
+    device: Device,
+    precision: Precision,
+) -> Result<ExportReport> {
     let mut run = load_run(run_dir, device)?;
     // tracing turns the weights into constants, which must not require gradients
     run.model.vs.freeze();
     run.model.collapse();
+    let names = field_names(&run);
+    let quantized = match precision {
+        Precision::F32 => None,
+        Precision::Int8 => {
+            let q = QuantizedTables::of(&run.model.embeddings)?;
+            let fields = q.choices.len() as i64;
+            // built outside the trace, so that it is recorded as a constant
+            let scale_row = Tensor::from_slice(&q.scales())
+                .to_device(device)
+                .view([1, fields, 1]);
+            run.model.embeddings.table = q.codes.shallow_clone();
+            Some((q, scale_row))
+        }
+    };
     let model = &run.model;
     let fields = run.shape.cardinalities.len() as i64;
     let example = (
@@ -117,7 +155,22 @@ pub fn export_run(
     );
     let module = tch::no_grad(|| {
         CModule::create_by_tracing("MletModel", "forward", &[example.0, example.1], &mut |x| {
-            vec![model.forward_local(&x[0], &x[1]).sigmoid()]
+            let logits = match &quantized {
+                None => model.forward_local(&x[0], &x[1]),
+                Some((_, scale_row)) => {
+                    let emb = model.embeddings.forward_local_int8(&x[1], scale_row);
+                    let linear = model.linear.as_ref().map(|l| l.forward_local(&x[1]));
+                    model.network.forward(
+                        &Features {
+                            dense: &x[0],
+                            emb: &emb,
+                            linear: linear.as_ref(),
+                        },
+                        false,
+                    )
+                }
+            };
+            vec![logits.sigmoid()]
         })
     })
     .context("cannot trace the model")?;
@@ -127,16 +180,24 @@ pub fn export_run(
         .with_context(|| format!("cannot write {}", out.display()))?;
     pending.commit()?;
 
-    let tables_by_field = collapsed_tables(model, &field_names(&run));
+    let mut tables_by_field = collapsed_tables(model, &names);
     let embedding_bytes: i64 = tables_by_field
         .iter()
         .filter(|(name, _)| !name.starts_with("linear."))
         .map(|(_, t)| t.numel() as i64 * t.kind().elt_size_in_bytes() as i64)
-        .sum();
+        .sum::<i64>()
+        + quantized
+            .as_ref()
+            .map_or(0, |(q, _)| 4 * q.choices.len() as i64);
+    if let Some((q, _)) = &quantized {
+        tables_by_field.push(("scales".into(), Tensor::from_slice(&q.scales())));
+    }
     let schema_path = schema_path(out);
+    let scales = quantized.as_ref().map(|(q, _)| q.scales());
     write_atomic(
         &schema_path,
-        serde_json::to_string_pretty(&schema(&run, embedding_bytes))?.as_bytes(),
+        serde_json::to_string_pretty(&schema(&run, &names, embedding_bytes, scales.as_deref()))?
+            .as_bytes(),
     )?;
     let tables = match tables {
         None => None,
@@ -215,9 +276,22 @@ fn write_tables(path: &Path, tables: &[(String, Tensor)]) -> Result<()> {
     pending.commit()
 }
 
-fn schema(run: &LoadedRun, embedding_bytes: i64) -> serde_json::Value {
-    let (fields, dense) = field_names(run);
+fn schema(
+    run: &LoadedRun,
+    names: &(Vec<String>, Vec<String>),
+    embedding_bytes: i64,
+    scales: Option<&[f32]>,
+) -> serde_json::Value {
+    let (fields, dense) = names;
     let c = &run.config;
+    let quantized = scales.map(|s| {
+        json!({
+            "dtype": "int8",
+            "scheme": "uniform symmetric per field: table = scale · q, q in [-127, 127]; scale by L2-optimal grid search",
+            "scales": fields.iter().zip(s).map(|(f, s)| (f.clone(), json!(s))).collect::<serde_json::Map<_, _>>(),
+            "linear_part": "float32 (not quantised)",
+        })
+    });
     json!({
         "inputs": {
             "dense": {"dtype": "float32", "shape": ["batch", run.shape.num_dense], "names": dense,
@@ -230,7 +304,8 @@ fn schema(run: &LoadedRun, embedding_bytes: i64) -> serde_json::Value {
         "output": {"dtype": "float32", "shape": ["batch"], "meaning": "click probability"},
         "model": c.model.name(),
         "embedding": {"dim": c.embedding.dim, "trained_as": c.embedding.kind, "k": c.embedding.k,
-                      "collapsed": true, "bytes": embedding_bytes},
+                      "collapsed": true, "bytes": embedding_bytes,
+                      "quantized": quantized},
         "data_cache": cache_dir(&c.data),
         "min_count": c.data.min_count,
         "source_run": run.dir,

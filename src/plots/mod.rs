@@ -3,7 +3,7 @@
 //!
 //! Text is drawn with DejaVu Sans embedded in the binary (`assets/fonts/`, Bitstream Vera
 //! licence), so no system font is needed. Nothing here touches tensors.
-mod chart;
+pub(crate) mod chart;
 mod figures;
 pub mod spectrum;
 mod train_log;

@@ -14,6 +14,8 @@ pub enum AnalyzeCommand {
     Svd(svd::SvdArgs),
     /// Quantize every table to 8 bits (symmetric, L2-optimal scale) and evaluate on the test split.
     Quantize(quantize::QuantizeArgs),
+    /// Table 5: a grid's single-layer runs truncated to rank r against MLET trained at d = r.
+    Table5(svd::Table5Args),
 }
 
 pub fn run(cmd: AnalyzeCommand, quiet: bool) -> Result<()> {
@@ -21,5 +23,6 @@ pub fn run(cmd: AnalyzeCommand, quiet: bool) -> Result<()> {
         AnalyzeCommand::Spectrum(a) => spectrum::run(a, quiet),
         AnalyzeCommand::Svd(a) => svd::run(a, quiet),
         AnalyzeCommand::Quantize(a) => quantize::run(a, quiet),
+        AnalyzeCommand::Table5(a) => svd::run_table5(a, quiet),
     }
 }

@@ -1,14 +1,55 @@
-//! `mlet analyze quantize` (placeholder until implemented).
-use anyhow::{bail, Result};
+//! `mlet analyze quantize`: 8-bit quantisation of a run's tables, evaluated on the test split.
+use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
+use crate::analysis::quantize::{quantize_analysis, write_quantize_report};
+use crate::analysis::AnalysisRun;
+use crate::training::parse_device;
+
 #[derive(Args, Debug)]
 pub struct QuantizeArgs {
-    /// Finished run directories.
+    /// Finished run directories; each gets <run>/analysis/quantize.json, quantize.csv (per
+    /// field) and quantize_metrics.csv (fp32 against int8).
+    #[arg(required = true)]
     pub run_dirs: Vec<PathBuf>,
+    /// Device to evaluate on: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
-pub fn run(_args: QuantizeArgs, _quiet: bool) -> Result<()> {
-    bail!("mlet analyze quantize is not implemented yet")
+pub fn run(args: QuantizeArgs, quiet: bool) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    for dir in &args.run_dirs {
+        let mut run = AnalysisRun::open(dir, device)?;
+        let report = quantize_analysis(&mut run)?;
+        let paths = write_quantize_report(&run, &report)?;
+        if !quiet {
+            println!("{} (d = {}):", dir.display(), report.dim);
+            println!(
+                "  {:<12} {:>12} {:>8} {:>10}",
+                "field", "scale", "alpha", "rel L2 err"
+            );
+            for f in &report.fields {
+                println!(
+                    "  {:<12} {:>12.4e} {:>8.4} {:>10.4}",
+                    f.field, f.scale, f.alpha, f.rel_l2_error
+                );
+            }
+            println!(
+                "  {:<6} {:>8} {:>8} {:>8} {:>14}",
+                "", "AUC", "LogLoss", "PR-AUC", "bytes"
+            );
+            for p in [&report.fp32, &report.int8] {
+                println!(
+                    "  {:<6} {:>8.4} {:>8.4} {:>8.4} {:>14}",
+                    p.precision, p.test.auc, p.test.logloss, p.test.pr_auc, p.embedding_bytes
+                );
+            }
+        }
+        for p in paths {
+            println!("wrote {}", p.display());
+        }
+    }
+    Ok(())
 }
