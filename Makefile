@@ -12,7 +12,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 CARGO ?= cargo
 MLET := target/release/mlet
 
-.PHONY: all venv build test bench smoke reproduce-fig5 reproduce-fig4 reproduce-fig7 fmt clippy clean
+.PHONY: all venv build test bench smoke reproduce-fig5 reproduce-fig4 reproduce-fig7 reproduce-table3 reproduce-table5 reproduce-fig8 fmt clippy clean
 
 all: build
 
@@ -70,6 +70,17 @@ ifdef AVAZU
 else
 	$(MLET) grid experiments/fig7_synthetic.yaml --jobs $(JOBS)
 endif
+
+# Table 5 (single-layer DLRM at d = 32, 64 truncated to rank r by SVD, against MLET at d = r) on
+# the synthetic default: the grid, then the truncations.
+reproduce-table5: build
+	$(MLET) grid experiments/table5_svd.yaml --jobs $(JOBS)
+	$(MLET) analyze table5 runs/table5_svd --plots plots/table5
+
+# Fig. 8 (DCN: fp32, int8, hashing, int8 + hashing; baseline vs MLET) on the synthetic default.
+reproduce-fig8: build
+	$(MLET) grid experiments/fig8_dcn_synthetic.yaml --jobs $(JOBS)
+	$(MLET) analyze fig8 runs/fig8_dcn_synthetic --plots plots/fig8
 
 fmt:
 	$(CARGO) fmt

@@ -363,3 +363,102 @@ grid:
         "results.csv",
     );
 }
+
+/// Fig. 8 over a tiny grid of plain and hashed runs: every variant for the baseline and for
+/// MLET, int8 AUCs equal to the runs' own quantisation analyses, hashed tables smaller, and the
+/// analyses reused on a second call.
+#[test]
+fn fig8_over_a_reduced_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("f8.yaml");
+    std::fs::write(
+        &exp,
+        format!(
+            "
+name: f8
+data:
+  synthetic: {{rows: 3000, seed: 9}}
+  cache: {cache}
+model: {{kind: dcn, dnn_hidden_units: [16]}}
+embedding: {{dim: 8, init_std: 0.1}}
+optimizer: {{kind: adagrad, lr: 0.02}}
+training: {{batch_size: 64}}
+output: {out}
+report: {{figures: false}}
+runs:
+  - name: full
+  - name: hashed
+    embedding: {{hash: {{largest: 2, fraction: 0.5}}}}
+grid:
+  k: [baseline, 16]
+",
+            cache = tmp.path().join("cache").display(),
+            out = tmp.path().join("runs").display()
+        ),
+    )
+    .unwrap();
+    let out = mlet(&["-q", "grid", exp.to_str().unwrap(), "--max-steps", "20"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grid = tmp.path().join("runs/f8");
+    let g = grid.to_str().unwrap();
+    let out = mlet(&["analyze", "fig8", g]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("analysed ").count(), 4, "{stdout}");
+    assert!(grid.join("fig8_compression.png").is_file());
+
+    let text = std::fs::read_to_string(grid.join("fig8_compression.csv")).unwrap();
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    let find = |k: &str, variant: &str| {
+        rows.iter()
+            .find(|r| r[0] == k && r[2] == variant)
+            .unwrap_or_else(|| panic!("no {k} {variant} in {text}"))
+    };
+    for k in ["baseline", "16"] {
+        let run = if k == "baseline" { "baseline" } else { "k16" };
+        for (variant, dir) in [
+            ("int8", format!("full-{run}")),
+            ("hash+int8", format!("hashed-{run}")),
+        ] {
+            let q: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(grid.join(&dir).join("analysis/quantize.json")).unwrap(),
+            )
+            .unwrap();
+            let auc: f64 = find(k, variant)[3].parse().unwrap();
+            assert!((auc - q["int8"]["test"]["auc"].as_f64().unwrap()).abs() < 1e-12);
+        }
+        let bytes = |v: &str| find(k, v)[6].parse::<i64>().unwrap();
+        // int8 is a quarter of f32 plus one f32 scale per field (26); hashing shrinks both
+        assert_eq!(bytes("int8"), bytes("fp32") / 4 + 4 * 26, "{text}");
+        assert!(
+            bytes("hash") < bytes("fp32") && bytes("hash+int8") < bytes("int8"),
+            "{text}"
+        );
+    }
+    // a second call computes nothing again
+    let out = mlet(&["analyze", "fig8", g, "-q"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("analysed ")
+            .count(),
+        0
+    );
+    // not a grid directory
+    assert_fails(
+        &mlet(&["analyze", "fig8", "/nonexistent/grid"]),
+        "/nonexistent/grid",
+    );
+}

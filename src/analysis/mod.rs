@@ -1,6 +1,7 @@
 //! Analyses of a finished run, without retraining: the spectra of its collapsed tables, low-rank
 //! (SVD) truncation and 8-bit quantisation, each evaluated on the run's own test split. Results
 //! are written beside the run, under `<run>/analysis/`.
+pub mod compression;
 pub mod linalg;
 pub mod quantize;
 pub mod spectrum;
@@ -8,6 +9,7 @@ pub mod svd;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
@@ -16,7 +18,39 @@ use crate::data::{Dataset, Split};
 use crate::experiments::cache_dir;
 use crate::export::{load_run, LoadedRun};
 use crate::metrics::{self, Metrics};
+use crate::results::{read_results_csv, ResultRow};
 use crate::training::predict;
+
+/// A grid's finished runs (`<grid_dir>/results.csv`), which must all be of one model on one
+/// data set (`what` names the table being built, for the errors). Returns the rows, the model
+/// and the data set.
+pub fn read_grid_results(grid_dir: &Path, what: &str) -> Result<(Vec<ResultRow>, String, String)> {
+    if !grid_dir.is_dir() {
+        bail!("{}: no such grid output directory", grid_dir.display());
+    }
+    let results_path = grid_dir.join("results.csv");
+    if !results_path.is_file() {
+        bail!(
+            "{}: missing; run `mlet grid` on the experiment first (GRID_OUTPUT_DIR is \
+             <output>/<name>)",
+            results_path.display()
+        );
+    }
+    let results = read_results_csv(&results_path)?;
+    let groups: BTreeSet<(String, String)> = results
+        .iter()
+        .map(|r| (r.model.clone(), r.dataset.clone()))
+        .collect();
+    if groups.len() != 1 {
+        bail!(
+            "{}: {what} needs runs of one model on one data set, found {:?}",
+            results_path.display(),
+            groups
+        );
+    }
+    let (model, dataset) = groups.into_iter().next().expect("one group");
+    Ok((results, model, dataset))
+}
 
 /// Where the analyses of a run are written.
 pub const ANALYSIS_DIR: &str = "analysis";

@@ -11,12 +11,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tch::Device;
 
-use super::{linalg, AnalysisRun, ANALYSIS_DIR};
+use super::{linalg, read_grid_results, AnalysisRun, ANALYSIS_DIR};
 use crate::metrics::Metrics;
 use crate::plots::chart::{render, ChartSpec, Marker, Series, Shape, XAxis, MARKERS, PALETTE};
 use crate::results::csv::write_table;
 use crate::results::summary::mean_std;
-use crate::results::{read_results_csv, summarize, ResultRow};
+use crate::results::{summarize, ResultRow};
 
 /// `--ranks 4,8,16,32` → sorted distinct ranks, each at least 1.
 pub fn parse_ranks(text: &str) -> Result<Vec<usize>> {
@@ -210,29 +210,8 @@ pub fn table5(
     plots_dir: &Path,
     device: Device,
 ) -> Result<Table5Report> {
-    if !grid_dir.is_dir() {
-        bail!("{}: no such grid output directory", grid_dir.display());
-    }
+    let (results, model, dataset) = read_grid_results(grid_dir, "Table 5")?;
     let results_path = grid_dir.join("results.csv");
-    if !results_path.is_file() {
-        bail!(
-            "{}: missing; run `mlet grid` on the experiment first (GRID_OUTPUT_DIR is \
-             <output>/<name>)",
-            results_path.display()
-        );
-    }
-    let results = read_results_csv(&results_path)?;
-    let groups: BTreeSet<(&str, &str)> = results
-        .iter()
-        .map(|r| (r.model.as_str(), r.dataset.as_str()))
-        .collect();
-    if groups.len() != 1 {
-        bail!(
-            "{}: Table 5 needs runs of one model on one data set, found {:?}",
-            results_path.display(),
-            groups
-        );
-    }
     let baselines: Vec<&ResultRow> = results
         .iter()
         .filter(|r| r.is_baseline() && r.test_auc.is_finite())
@@ -308,7 +287,6 @@ pub fn table5(
 
     let csv = grid_dir.join("table5_svd.csv");
     write_table5_csv(&csv, &rows)?;
-    let (model, dataset) = groups.into_iter().next().expect("one group");
     std::fs::create_dir_all(plots_dir)
         .with_context(|| format!("cannot create {}", plots_dir.display()))?;
     let mut outputs = vec![csv];

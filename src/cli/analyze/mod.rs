@@ -16,6 +16,8 @@ pub enum AnalyzeCommand {
     Quantize(quantize::QuantizeArgs),
     /// Table 5: a grid's single-layer runs truncated to rank r against MLET trained at d = r.
     Table5(svd::Table5Args),
+    /// Fig. 8: a grid's runs at fp32, int8, with hashing and int8 + hashing, AUC against d.
+    Fig8(quantize::Fig8Args),
 }
 
 pub fn run(cmd: AnalyzeCommand, quiet: bool) -> Result<()> {
@@ -24,5 +26,6 @@ pub fn run(cmd: AnalyzeCommand, quiet: bool) -> Result<()> {
         AnalyzeCommand::Svd(a) => svd::run(a, quiet),
         AnalyzeCommand::Quantize(a) => quantize::run(a, quiet),
         AnalyzeCommand::Table5(a) => svd::run_table5(a, quiet),
+        AnalyzeCommand::Fig8(a) => quantize::run_fig8(a, quiet),
     }
 }

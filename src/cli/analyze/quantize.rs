@@ -3,8 +3,10 @@ use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
+use crate::analysis::compression::fig8;
 use crate::analysis::quantize::{quantize_analysis, write_quantize_report};
 use crate::analysis::AnalysisRun;
+use crate::results::format_k;
 use crate::training::parse_device;
 
 #[derive(Args, Debug)]
@@ -50,6 +52,50 @@ pub fn run(args: QuantizeArgs, quiet: bool) -> Result<()> {
         for p in paths {
             println!("wrote {}", p.display());
         }
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct Fig8Args {
+    /// A grid's output directory (<output>/<name>, holding results.csv) with single-layer and
+    /// MLET runs, some trained with `embedding.hash`; missing quantisation analyses are computed
+    /// first.
+    pub grid_dir: PathBuf,
+    /// Where the figure fig8_compression.png|svg goes (default: the grid directory).
+    #[arg(long)]
+    pub plots: Option<PathBuf>,
+    /// Device to evaluate on: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn run_fig8(args: Fig8Args, quiet: bool) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let plots = args.plots.clone().unwrap_or_else(|| args.grid_dir.clone());
+    let report = fig8(&args.grid_dir, &plots, device)?;
+    if !quiet {
+        for dir in &report.analysed {
+            println!("analysed {}", dir.display());
+        }
+        println!(
+            "{:>9} {:>4} {:>10} {:>17} {:>15}",
+            "k", "d", "variant", "test AUC", "embedding bytes"
+        );
+        for p in &report.points {
+            println!(
+                "{:>9} {:>4} {:>10} {:>8.4} ± {:<6.4} {:>15}",
+                format_k(p.k),
+                p.d,
+                p.variant,
+                p.auc_mean,
+                p.auc_std,
+                p.embedding_bytes
+            );
+        }
+    }
+    for p in &report.outputs {
+        println!("wrote {}", p.display());
     }
     Ok(())
 }
