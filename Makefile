@@ -82,6 +82,13 @@ reproduce-fig8: build
 	$(MLET) grid experiments/fig8_dcn_synthetic.yaml --jobs $(JOBS)
 	$(MLET) analyze fig8 runs/fig8_dcn_synthetic --plots plots/fig8
 
+# Table 3 (baseline vs MLET k = 64 at d = 2..16, maximum memory reduction) for all seven models
+# on the synthetic default: the per-model σ sweep first, then the grid that uses its best σ
+# (189 runs; 23 minutes on 2 cores). Table and reading: plots/table3/README.md.
+reproduce-table3: build
+	$(MLET) grid experiments/table3_sigma_sweep.yaml --jobs $(JOBS)
+	$(MLET) grid experiments/table3_all_models.yaml --jobs $(JOBS)
+
 fmt:
 	$(CARGO) fmt
 

@@ -397,7 +397,9 @@ fn findings(rows: &[ResultRow]) -> Vec<String> {
         if !a.is_empty() {
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
             lines.push(format!(
-                "{model} on {dataset}: MLET's PR-AUC gain over the baseline, mean of {}                  configurations: {:+.2}% on the 10% most frequent test samples (A), {:+.2}% on                  the 10% least frequent (B) (table4_frequency.csv)",
+                "{model} on {dataset}: MLET's PR-AUC gain over the baseline, mean of {} \
+                 configurations: {:+.2}% on the 10% most frequent test samples (A), {:+.2}% on \
+                 the 10% least frequent (B) (table4_frequency.csv)",
                 a.len(),
                 mean(&a),
                 mean(&b)
@@ -414,7 +416,8 @@ fn findings(rows: &[ResultRow]) -> Vec<String> {
             ratios.iter().copied().reduce(f64::max),
         ) {
             lines.push(format!(
-                "{model} on {dataset}: an MLET step costs {lo:.2}x to {hi:.2}x the baseline's at                  the same d (median step times, runtime.csv)"
+                "{model} on {dataset}: an MLET step costs {lo:.2}x to {hi:.2}x the baseline's at \
+                 the same d (median step times, runtime.csv)"
             ));
         }
     }
