@@ -476,7 +476,9 @@ fn svd_of_a_ten_million_row_table_in_bounded_memory() {
     let started = std::time::Instant::now();
     let err = truncate_in_place(&table, 8);
     let seconds = started.elapsed().as_secs_f64();
-    let grown = mlet::training::peak_rss_bytes().unwrap().saturating_sub(before);
+    let grown = mlet::training::peak_rss_bytes()
+        .unwrap()
+        .saturating_sub(before);
     eprintln!(
         "10^7 x 64 to rank 8: {seconds:.1} s, relative error {err:.4}, peak memory +{} MiB \
          (table {} MiB)",

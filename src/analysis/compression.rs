@@ -30,6 +30,11 @@ pub struct CompressionPoint {
     pub embedding_bytes: i64,
 }
 
+/// A point's key: (baseline or MLET k, d, variant).
+type PointKey = (Option<usize>, usize, &'static str);
+/// A line of points `(x, y, ± err)`.
+type Line = Vec<(f64, f64, f64)>;
+
 /// What [`fig8`] did and wrote.
 pub struct Fig8Report {
     pub points: Vec<CompressionPoint>,
@@ -81,9 +86,8 @@ fn is_hashed(dir: &Path) -> Result<bool> {
 pub fn fig8(grid_dir: &Path, plots_dir: &Path, device: Device) -> Result<Fig8Report> {
     let (results, model, dataset) = read_grid_results(grid_dir, "Fig. 8")?;
     let mut analysed = Vec::new();
-    // (k, d, variant) → (AUCs, bytes)
-    let mut groups: BTreeMap<(Option<usize>, usize, &'static str), (Vec<f64>, Vec<i64>)> =
-        BTreeMap::new();
+    // per point: the runs' AUCs and embedding bytes
+    let mut groups: BTreeMap<PointKey, (Vec<f64>, Vec<i64>)> = BTreeMap::new();
     let finished: Vec<&ResultRow> = results.iter().filter(|r| r.test_auc.is_finite()).collect();
     if finished.is_empty() {
         anyhow::bail!("{}: no finished run to compress", grid_dir.display());
@@ -169,7 +173,7 @@ pub fn fig8(grid_dir: &Path, plots_dir: &Path, device: Device) -> Result<Fig8Rep
 /// AUC against d (log₂ axis): one line per (baseline or MLET k, variant); the baseline dashed,
 /// each variant its marker.
 fn plot_fig8(points: &[CompressionPoint], stem: &Path, title: &str) -> Result<Vec<PathBuf>> {
-    let mut lines: BTreeMap<(Option<usize>, &str), Vec<(f64, f64, f64)>> = BTreeMap::new();
+    let mut lines: BTreeMap<(Option<usize>, &str), Line> = BTreeMap::new();
     for p in points {
         lines
             .entry((p.k, p.variant))

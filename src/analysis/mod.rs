@@ -9,7 +9,6 @@ pub mod svd;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
@@ -18,7 +17,7 @@ use crate::data::{Dataset, Split};
 use crate::experiments::cache_dir;
 use crate::export::{load_run, LoadedRun};
 use crate::metrics::{self, Metrics};
-use crate::results::{read_results_csv, ResultRow};
+use crate::results::{model_dataset_pairs, read_results_csv, ResultRow};
 use crate::training::predict;
 
 /// A grid's finished runs (`<grid_dir>/results.csv`), which must all be of one model on one
@@ -37,10 +36,7 @@ pub fn read_grid_results(grid_dir: &Path, what: &str) -> Result<(Vec<ResultRow>,
         );
     }
     let results = read_results_csv(&results_path)?;
-    let groups: BTreeSet<(String, String)> = results
-        .iter()
-        .map(|r| (r.model.clone(), r.dataset.clone()))
-        .collect();
+    let groups = model_dataset_pairs(&results);
     if groups.len() != 1 {
         bail!(
             "{}: {what} needs runs of one model on one data set, found {:?}",

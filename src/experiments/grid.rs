@@ -378,12 +378,7 @@ fn findings(rows: &[ResultRow]) -> Vec<String> {
             ),
         });
     }
-    let mut pairs: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| (r.model.clone(), r.dataset.clone()))
-        .collect();
-    pairs.sort();
-    pairs.dedup();
+    let pairs = results::model_dataset_pairs(rows);
     let gains = results::frequency_gains(rows);
     let runtime = results::runtime_table(rows);
     for (model, dataset) in &pairs {

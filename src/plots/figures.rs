@@ -45,12 +45,7 @@ fn single_group(rows: &[ResultRow]) -> Result<(String, String)> {
     let Some(first) = rows.first() else {
         bail!("nothing to plot: the results table has no rows");
     };
-    let mut pairs: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| (r.model.clone(), r.dataset.clone()))
-        .collect();
-    pairs.sort();
-    pairs.dedup();
+    let pairs = crate::results::model_dataset_pairs(rows);
     if pairs.len() > 1 {
         bail!(
             "the rows mix several (model, dataset) pairs ({}); plot one pair at a time \

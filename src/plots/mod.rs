@@ -119,12 +119,7 @@ pub fn plan_figures(
     prefix: &str,
     kinds: &[FigureKind],
 ) -> Plan {
-    let mut pairs: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| (r.model.clone(), r.dataset.clone()))
-        .collect();
-    pairs.sort();
-    pairs.dedup();
+    let pairs = crate::results::model_dataset_pairs(rows);
     let kinds: BTreeSet<FigureKind> = kinds.iter().copied().collect();
     let mut plan = Plan::default();
     for (model, dataset) in pairs {

@@ -121,6 +121,17 @@ fn all_columns() -> Vec<&'static str> {
     cols
 }
 
+/// The distinct (model, dataset) pairs of a results table, sorted.
+pub fn model_dataset_pairs(rows: &[ResultRow]) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.model.clone(), r.dataset.clone()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
 /// How `k` is written: `baseline` or the integer.
 pub fn format_k(k: Option<usize>) -> String {
     k.map_or_else(|| "baseline".to_string(), |k| k.to_string())

@@ -117,8 +117,12 @@ pub const DIM: usize = 4;
 
 /// libtorch's generator is global and tests run in parallel threads: hold this while seeding
 /// and drawing.
+///
+/// Not the library's `torch_rng_lock`: tests hold this one around whole training runs, which take
+/// the library's lock themselves (the same non-reentrant mutex would deadlock).
 pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    mlet::training::torch_rng_lock()
+    static TESTS_TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TESTS_TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn shape() -> mlet::models::InputShape {
