@@ -53,9 +53,9 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// Resets the peak to the current resident size (Linux ≥ 4.0), so that a run done in a process
 /// that ran others before reports its own peak. Best effort: without it the peak is the
-/// process's.
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// process's. Returns whether the reset was done.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 #[cfg(test)]
@@ -82,7 +82,9 @@ mod tests {
         }
         let peak = peak_rss_bytes().unwrap();
         assert!(peak >= before.max(64 << 20), "{peak} < 64 MiB");
-        reset_peak_rss();
-        assert!(peak_rss_bytes().unwrap() < peak, "the peak was not reset");
+        // some sandboxes forbid the reset; then the peak stays the process's
+        if reset_peak_rss() {
+            assert!(peak_rss_bytes().unwrap() < peak, "the peak was not reset");
+        }
     }
 }

@@ -79,7 +79,8 @@ fn train(
     opts: &RunOptions,
     stop_after: Option<usize>,
 ) -> Result<Option<(PathBuf, RunMetrics)>> {
-    reset_peak_rss();
+    // best effort: where the system refuses, the peak reported is the process's
+    let _ = reset_peak_rss();
     let mut session = Session::open(spec, dataset, opts)?;
     let Some(outcome) = session.run_loop(opts, stop_after)? else {
         return Ok(None); // a simulated kill
