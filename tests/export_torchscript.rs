@@ -305,4 +305,29 @@ fn exported_models_predict_what_the_trained_models_predicted() {
         assert!(stderr.contains(&*bad.to_string_lossy()), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    // an output inside the run directory could overwrite the trained run: refused, the weights
+    // untouched (issue 8, item 4)
+    let weights = runs[0].join("weights.safetensors");
+    let before = std::fs::read(&weights).unwrap();
+    for (flag, target) in [
+        ("--out", runs[0].join("weights.safetensors")),
+        ("--out", runs[0].join("sub/model.pt")),
+        ("--tables", runs[0].join("tables.safetensors")),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlet"));
+        cmd.arg("export").arg(&runs[0]);
+        if flag == "--tables" {
+            cmd.arg("--out").arg(tmp.path().join("y.pt"));
+        }
+        let r = cmd.arg(flag).arg(&target).output().unwrap();
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            !r.status.success(),
+            "{flag} {} was accepted",
+            target.display()
+        );
+        assert!(stderr.contains("inside the run directory"), "{stderr}");
+    }
+    assert_eq!(std::fs::read(&weights).unwrap(), before);
+    assert!(!runs[0].join("sub").exists());
 }

@@ -129,6 +129,10 @@ pub fn export_run_as(
     device: Device,
     precision: Precision,
 ) -> Result<ExportReport> {
+    refuse_inside(run_dir, out)?;
+    if let Some(t) = tables {
+        refuse_inside(run_dir, t)?;
+    }
     let mut run = load_run(run_dir, device)?;
     // tracing turns the weights into constants, which must not require gradients
     run.model.vs.freeze();
@@ -212,6 +216,35 @@ pub fn export_run_as(
         tables,
         embedding_bytes,
     })
+}
+
+/// Refuses an output path inside the run directory: it could overwrite the trained run (its
+/// weights, its configuration) and would mix exports into what the grid reads back.
+fn refuse_inside(run_dir: &Path, out: &Path) -> Result<()> {
+    let Ok(run) = run_dir.canonicalize() else {
+        return Ok(()); // no such run: loading it says so
+    };
+    let absolute = std::path::absolute(out)
+        .with_context(|| format!("{}: not a usable path", out.display()))?;
+    // the nearest existing ancestor, resolved (the output and its folders may not exist yet)
+    let mut existing = absolute.as_path();
+    let resolved = loop {
+        if let Ok(p) = existing.canonicalize() {
+            break p;
+        }
+        match existing.parent() {
+            Some(parent) => existing = parent,
+            None => return Ok(()),
+        }
+    };
+    if resolved.starts_with(&run) {
+        bail!(
+            "{}: inside the run directory {}; export elsewhere (it could overwrite the trained run)",
+            out.display(),
+            run_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// `model.pt` → `model.schema.json`.
