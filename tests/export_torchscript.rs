@@ -207,6 +207,24 @@ fn exported_models_predict_what_the_trained_models_predicted() {
             );
         }
 
+        // ids outside a field's vocabulary (its cardinality, or -1) read the field's OOV row 0,
+        // never another field's rows (issue 8, item 3)
+        let (d7, c7) = (dense.narrow(0, 0, 7), cat.narrow(0, 0, 7));
+        let with = |first: i64, second: i64| {
+            let c = c7.copy();
+            let _ = c.narrow(1, 0, 1).fill_(first);
+            let _ = c.narrow(1, 1, 1).fill_(second);
+            let p = module.forward_ts(&[&d7, &c]).unwrap();
+            Vec::<f32>::try_from(&p.to_kind(Kind::Float)).unwrap()
+        };
+        let card0 = loaded.shape.cardinalities[0] as i64;
+        assert_eq!(with(card0, -1), with(0, 0), "{name}: out-of-range ids");
+        assert_ne!(
+            with(1, 1),
+            with(0, 0),
+            "{name}: the check would not see a wrong row"
+        );
+
         // Python's torch.jit.load
         let p = python_predict(tmp.path(), &name, &out, &dense, &cat);
         let diff = common::max_abs_diff(&p, &trained);

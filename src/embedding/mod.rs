@@ -40,6 +40,9 @@ pub struct Embeddings {
     offset_row: Tensor,
     /// Set when some field is hashed.
     hashing: Option<Hashing>,
+    /// Each field's vocabulary size as a `[1, F]` tensor (built once, like `offset_row`): the
+    /// export path maps ids outside it to the field's OOV row.
+    vocabulary_row: Tensor,
     /// `[Σn, width]`; width is d for single-layer tables and k for MLET.
     pub table: Tensor,
     /// MLET's `[F, k, d]` projections.
@@ -122,6 +125,7 @@ impl Embeddings {
                 Some(path.var_copy(PROJECTION, &init))
             }
         };
+        let vocabulary_row = as_row(&vocabulary, &table);
         let hashing = (!hashed.is_empty()).then(|| Hashing {
             vocabulary,
             modulus_row: as_row(&cardinalities, &table),
@@ -130,6 +134,7 @@ impl Embeddings {
             dim: cfg.dim as i64,
             offset_row: as_row(&offsets, &table),
             hashing,
+            vocabulary_row,
             cardinalities,
             offsets,
             table,
@@ -188,10 +193,7 @@ impl Embeddings {
     /// Looks up `[B, F]` field-local indices held in a tensor (the export path: no host-side
     /// deduplication, so it traces into TorchScript).
     pub fn forward_local(&self, local: &Tensor) -> Tensor {
-        let global = match &self.hashing {
-            Some(h) => local.remainder_tensor(&h.modulus_row) + &self.offset_row,
-            None => local + &self.offset_row,
-        };
+        let global = self.rows_of_local(local);
         // -1 for the batch: a traced module must not freeze the batch size
         let (f, width) = (global.size()[1], self.table.size()[1]);
         let gathered = self
@@ -204,13 +206,27 @@ impl Embeddings {
     /// `forward_local` over a table of int8 codes (collapsed, `[Σn, d]`), dequantised on lookup:
     /// `scales` is `[1, F, 1]` f32, one per field, made before tracing so it becomes a constant.
     pub fn forward_local_int8(&self, local: &Tensor, scales: &Tensor) -> Tensor {
-        let global = local + &self.offset_row;
+        let global = self.rows_of_local(local);
         let f = global.size()[1];
         self.table
             .index_select(0, &global.view([-1]))
             .view([-1, f, self.dim])
             .to_kind(Kind::Float)
             * scales
+    }
+
+    /// `[B, F]` field-local ids → rows of the fused table, in tensor ops (the export path): an id
+    /// outside its field's vocabulary (negative, or at least its size) reads the field's OOV row
+    /// 0 rather than another field's rows; a hashed field's id is reduced modulo its table size.
+    fn rows_of_local(&self, local: &Tensor) -> Tensor {
+        let in_vocabulary = local
+            .ge(0)
+            .logical_and(&local.lt_tensor(&self.vocabulary_row));
+        let local = local * in_vocabulary.to_kind(Kind::Int64);
+        match &self.hashing {
+            Some(h) => local.remainder_tensor(&h.modulus_row) + &self.offset_row,
+            None => local + &self.offset_row,
+        }
     }
 
     /// `[B, F, width]` → `[B, F, d]`: MLET's per-field projection; identity for single tables.
@@ -241,6 +257,7 @@ impl Embeddings {
             offsets: self.offsets.clone(),
             offset_row: self.offset_row.shallow_clone(),
             hashing: self.hashing.as_ref().map(Hashing::shallow_clone),
+            vocabulary_row: self.vocabulary_row.shallow_clone(),
             table,
             projection: None,
         }
