@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod models;
 pub mod plots;
 pub mod results;
+mod torch_error;
 pub mod training;

@@ -348,4 +348,22 @@ fn exported_models_predict_what_the_trained_models_predicted() {
     }
     assert_eq!(std::fs::read(&weights).unwrap(), before);
     assert!(!runs[0].join("sub").exists());
+    // a libtorch failure to write (/proc takes no files, even from root) is one clear line, not
+    // libtorch's C++ stack
+    let r = Command::new(env!("CARGO_BIN_EXE_mlet"))
+        .arg("export")
+        .arg(&runs[0])
+        .args(["--out", "/proc/mlet-model.pt"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        stderr.contains("cannot write /proc/mlet-model.pt"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.trim().lines().count() == 1 && !stderr.contains("frame #"),
+        "{stderr}"
+    );
 }

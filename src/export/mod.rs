@@ -12,6 +12,7 @@ use crate::config::RunConfig;
 use crate::data::Dataset;
 use crate::experiments::cache_dir;
 use crate::models::{CtrModel, Features, InputShape};
+use crate::torch_error::brief;
 use crate::training::WEIGHTS;
 
 /// A trained model rebuilt from its run directory.
@@ -181,7 +182,7 @@ pub fn export_run_as(
     let pending = PendingFile::new(out)?;
     module
         .save(&pending.tmp)
-        .with_context(|| format!("cannot write {}", out.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", out.display(), brief(e)))?;
     pending.commit()?;
 
     let mut tables_by_field = collapsed_tables(model, &names);
@@ -299,8 +300,10 @@ fn collapsed_tables(model: &CtrModel, names: &(Vec<String>, Vec<String>)) -> Vec
 fn write_tables(path: &Path, tables: &[(String, Tensor)]) -> Result<()> {
     let pending = PendingFile::new(path)?;
     match path.extension().and_then(|e| e.to_str()) {
-        Some("safetensors") => Tensor::write_safetensors(tables, &pending.tmp)?,
-        Some("npz") => Tensor::write_npz(tables, &pending.tmp)?,
+        Some("safetensors") => Tensor::write_safetensors(tables, &pending.tmp)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), brief(e)))?,
+        Some("npz") => Tensor::write_npz(tables, &pending.tmp)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), brief(e)))?,
         _ => bail!(
             "{}: tables are written as .safetensors or .npz",
             path.display()
