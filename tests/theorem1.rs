@@ -14,12 +14,9 @@ use mlet::config::{EmbeddingConfig, EmbeddingKind, OptimizerConfig, TableInit};
 use mlet::embedding::{Embeddings, LookupIndex};
 use mlet::training::{Optimizer, SparseGrad};
 
-/// libtorch's generator is global and tests run in parallel threads.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// libtorch's generator is global and tests run in parallel threads (no test here trains a
+/// whole run under it, so the library's lock serves).
+use mlet::training::torch_rng_lock as rng_lock;
 
 const BATCH: usize = 16;
 
