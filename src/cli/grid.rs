@@ -58,6 +58,14 @@ pub fn run(args: GridArgs, verbosity: Verbosity) -> Result<()> {
             report.diverged.len(),
             report.failed.len()
         );
+        if !report.locked.is_empty() {
+            let names: Vec<&str> = report.locked.iter().map(|(n, _)| n.as_str()).collect();
+            println!(
+                "{} run(s) left to the process(es) training them: {}",
+                names.len(),
+                names.join(", ")
+            );
+        }
         for name in &report.diverged {
             println!("diverged {name} (recorded without metrics; see its metrics.json)");
         }

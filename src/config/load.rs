@@ -70,6 +70,7 @@ pub fn parse_runs(text: &str) -> Result<Vec<RunSpec>> {
 
 /// Parses an experiment's YAML text; errors name the key path (`runs[1].embedding.k: ...`).
 pub fn parse_experiment(text: &str) -> Result<ExperimentFile> {
+    super::yaml_depth::check_depth(text).map_err(|e| anyhow!("not valid YAML: {e}"))?;
     let mut base: Value = serde_yaml::from_str(text).context("not valid YAML")?;
     let Value::Mapping(map) = &mut base else {
         bail!("the top level must be a mapping of keys (name, data, model, ...)");

@@ -3,8 +3,10 @@
 mod experiment;
 mod grid;
 mod load;
+mod yaml_depth;
 
 pub use experiment::*;
 pub use load::{
     load_experiment, load_runs, parse_experiment, parse_runs, ExperimentFile, ReportConfig, RunSpec,
 };
+pub use yaml_depth::check_depth as check_yaml_depth;

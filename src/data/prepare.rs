@@ -92,9 +92,17 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     opts.split.validate()?;
     let input = opts.input.as_path();
     let plan = FormatPlan::load(&opts.format)?;
-    let size = std::fs::metadata(input)
-        .with_context(|| format!("cannot read {}", input.display()))?
-        .len();
+    let meta =
+        std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{}: not a regular file (a pipe, a terminal or a device?); prepare reads its input \
+             twice (vocabulary, then the cache), so it needs a regular, seekable file: save the \
+             data to a file first",
+            input.display()
+        );
+    }
+    let size = meta.len();
     if size == 0 {
         return Err(InputError {
             file: input.to_path_buf(),

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::error::describe;
+
 /// Kind of raw input file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,7 +76,7 @@ pub enum Transform {
 }
 
 /// One feature column: a bare reference, or a reference with a transform and a feature name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum ColumnSpec {
     Plain(ColumnRef),
@@ -85,6 +87,50 @@ pub enum ColumnSpec {
         #[serde(default)]
         name: Option<String>,
     },
+}
+
+/// The mapping form of `ColumnSpec`, read on its own so that its errors name the key and the
+/// allowed values (an untagged enum only says that no variant matched).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetailedSpec {
+    column: ColumnRef,
+    #[serde(default)]
+    transform: Option<Transform>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ColumnSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_yaml::Value::deserialize(d)?;
+        match value {
+            serde_yaml::Value::Mapping(_) => {
+                let spec: DetailedSpec = serde_path_to_error::deserialize(value)
+                    .map_err(|e| D::Error::custom(format!("{}: {}", e.path(), e.inner())))?;
+                Ok(ColumnSpec::Detailed {
+                    column: spec.column,
+                    transform: spec.transform,
+                    name: spec.name,
+                })
+            }
+            serde_yaml::Value::Number(_) | serde_yaml::Value::String(_) => {
+                ColumnRef::deserialize(value)
+                    .map(ColumnSpec::Plain)
+                    .map_err(|e| {
+                        D::Error::custom(format!(
+                            "expected a column name or a 1-based column number: {e}"
+                        ))
+                    })
+            }
+            other => Err(D::Error::custom(format!(
+                "expected a column name, a 1-based column number, or {{column: C, transform: T, \
+                 name: N}}, found {}",
+                serde_yaml::to_string(&other).unwrap_or_default().trim()
+            ))),
+        }
+    }
 }
 
 /// What happens to columns the schema does not mention.
@@ -156,8 +202,20 @@ impl CsvSchema {
     pub fn from_yaml_file(path: &Path) -> Result<CsvSchema> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read schema {}", path.display()))?;
-        let schema: CsvSchema = serde_yaml::from_str(&text)
-            .with_context(|| format!("{}: invalid CSV schema", path.display()))?;
+        crate::config::check_yaml_depth(&text)
+            .map_err(|e| anyhow::anyhow!("{}: invalid CSV schema: {e}", path.display()))?;
+        let schema: CsvSchema = serde_path_to_error::deserialize(
+            serde_yaml::Deserializer::from_str(&text),
+        )
+        .map_err(|e| {
+            let at = e.path().to_string();
+            let at = if at == "." {
+                String::new()
+            } else {
+                format!("{at}: ")
+            };
+            anyhow::anyhow!("{}: invalid CSV schema: {at}{}", path.display(), e.inner())
+        })?;
         schema
             .delimiter_byte()
             .with_context(|| path.display().to_string())?;
@@ -324,14 +382,27 @@ fn resolve(
                 "{origin}: refers to column {s:?} by name, but the file has no header \
                  (header: false); use 1-based column numbers"
             ),
-            ColumnRef::Name(s) => names.iter().position(|n| n == s).with_context(|| {
-                format!(
-                    "{}: line 1 (header): expected a column named {s:?} (required by {origin}); \
-                     the header has: {}",
-                    input.display(),
-                    names.join(", ")
-                )
-            }),
+            ColumnRef::Name(s) => {
+                let mut at = names.iter().enumerate().filter(|(_, n)| *n == s);
+                let (first, _) = at.next().with_context(|| {
+                    format!(
+                        "{}: line 1 (header): expected a column named {s:?} (required by \
+                         {origin}); the header has: {}",
+                        input.display(),
+                        list_columns(&names)
+                    )
+                })?;
+                if let Some((second, _)) = at.next() {
+                    bail!(
+                        "{}: line 1 (header): columns {} and {} are both named {s:?}, which \
+                         {origin} refers to; rename one or refer to it by its 1-based number",
+                        input.display(),
+                        first + 1,
+                        second + 1
+                    );
+                }
+                Ok(first)
+            }
         }
     };
     let label = find(&schema.label)?;
@@ -367,6 +438,11 @@ fn resolve(
         };
         dense.push((c, kind));
         dense_names.push(name.unwrap_or_else(|| names[c].clone()));
+    }
+    for (i, n) in dense_names.iter().enumerate() {
+        if dense_names[..i].contains(n) {
+            bail!("{origin}: two dense features are named {n:?}; list a column once, or give one a `name:`");
+        }
     }
     let (mut cats, mut field_names) = (vec![], vec![]);
     for spec in &schema.categorical {
@@ -414,4 +490,19 @@ fn resolve(
         dense_names,
         field_names,
     })
+}
+
+/// A header's column names for a message: each quoted and cut short (a binary or one-line
+/// file can make a "header" of megabytes), at most 30 of them.
+fn list_columns(names: &[String]) -> String {
+    const MAX: usize = 30;
+    let mut shown: Vec<String> = names
+        .iter()
+        .take(MAX)
+        .map(|n| describe(n.as_bytes()))
+        .collect();
+    if names.len() > MAX {
+        shown.push(format!("... ({} columns)", names.len()));
+    }
+    shown.join(", ")
 }

@@ -107,6 +107,7 @@ impl Embeddings {
             .collect();
         let offsets = offsets_of(&cardinalities);
         let rows: i64 = cardinalities.iter().sum();
+        check_memory(rows, cardinalities.len(), cfg, path.kind(), path.device())?;
         let table = path.add(
             TABLE,
             Tensor::zeros([rows, width], (path.kind(), path.device())),
@@ -279,6 +280,85 @@ impl Embeddings {
 }
 
 /// `values` as a `[1, F]` tensor on the table's device.
+/// Refuses tables that cannot fit before libtorch is asked for them: a failed allocation of
+/// that size panics inside tch, and an overcommitted one gets the process killed later.
+fn check_memory(
+    rows: i64,
+    fields: usize,
+    cfg: &EmbeddingConfig,
+    kind: Kind,
+    device: tch::Device,
+) -> Result<()> {
+    let width = cfg.width() as u128;
+    let mut values = rows as u128 * width;
+    if cfg.kind == EmbeddingKind::Mlet {
+        values += fields as u128 * width * cfg.dim as u128;
+    }
+    let bytes = values.saturating_mul(kind.elt_size_in_bytes() as u128);
+    let shape = match cfg.kind {
+        EmbeddingKind::Single => format!("{rows} rows x d = {}", cfg.dim),
+        EmbeddingKind::Mlet => format!(
+            "{rows} rows x k = {} and {fields} projections {} x {}",
+            cfg.width(),
+            cfg.width(),
+            cfg.dim
+        ),
+    };
+    // on a GPU libtorch's own error is clear; the element count must still fit its i64
+    let limit = match device {
+        tch::Device::Cpu => available_memory_bytes().map(u128::from),
+        _ => None,
+    };
+    let too_big = match limit {
+        Some(available) => bytes > available,
+        None => values > i64::MAX as u128,
+    };
+    if too_big {
+        let have = limit.map_or("what libtorch can address".into(), |a| {
+            format!("the {} of memory available", human_bytes(a))
+        });
+        bail!(
+            "embedding: the tables ({shape}) need {}, more than {have}; lower embedding.dim \
+             or embedding.k, raise data.min_count, or hash the largest fields (embedding.hash)",
+            human_bytes(bytes)
+        );
+    }
+    Ok(())
+}
+
+/// Memory the kernel says can be had without swapping out (Linux `MemAvailable`) plus free
+/// swap; `None` where the system does not tell.
+pub fn available_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    };
+    Some(field("MemAvailable:")? + field("SwapFree:").unwrap_or(0))
+}
+
+/// `3.6 TiB`, `512.0 MiB`.
+pub fn human_bytes(bytes: u128) -> String {
+    const UNITS: [&str; 7] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 fn as_row(values: &[i64], table: &Tensor) -> Tensor {
     Tensor::from_slice(values)
         .to_device(table.device())

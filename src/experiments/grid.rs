@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 
+use super::children::{self, Forwarding};
 use super::runs::{open_data, read_metrics, train_one, Overrides};
 use crate::config::{load_experiment, EmbeddingKind, RunSpec};
 use crate::metrics::FrequencyGroup;
 use crate::plots;
 use crate::results::{self, ResultRow};
-use crate::training::{RunDir, RunMetrics, RunOptions};
+use crate::training::{RunDir, RunLock, RunMetrics, RunOptions};
 
 /// `i/n`: this process runs the grid points whose index is `i` modulo `n` (0-based, as
 /// `SLURM_ARRAY_TASK_ID` counts).
@@ -61,6 +62,8 @@ pub struct GridReport {
     pub failed: Vec<(String, String)>,
     /// Runs stopped by a non-finite loss: finished, recorded without metrics.
     pub diverged: Vec<String>,
+    /// Runs left alone because another process holds their lock (run name, its PID).
+    pub locked: Vec<(String, Option<u32>)>,
     pub results_csv: Option<PathBuf>,
     pub written: Vec<PathBuf>,
     /// Headline findings for people: Table 3's maximum memory reduction, the best σ.
@@ -92,12 +95,25 @@ pub fn run_grid(file: &Path, opts: &GridOptions) -> Result<GridReport> {
         }
         return Ok(report);
     }
-    let pending: Vec<&RunSpec> = selected
+    let unfinished: Vec<&RunSpec> = selected
         .iter()
         .copied()
         .filter(|s| opts.force || !finished(s))
         .collect();
-    report.already_finished = selected.len() - pending.len();
+    report.already_finished = selected.len() - unfinished.len();
+    let mut pending = Vec::new();
+    for s in unfinished {
+        match RunLock::holder(&run_dir(s))? {
+            Some(pid) if !opts.report_only => {
+                if !opts.quiet {
+                    let by = pid.map_or("another process".into(), |p| format!("process {p}"));
+                    eprintln!("skipping {}: being trained by {by}", s.run);
+                }
+                report.locked.push((s.run.clone(), pid));
+            }
+            _ => pending.push(s),
+        }
+    }
     if !opts.report_only && !pending.is_empty() {
         // Prepare each data set once, before any job needs it.
         let mut seen = Vec::new();
@@ -128,6 +144,9 @@ pub fn run_grid(file: &Path, opts: &GridOptions) -> Result<GridReport> {
             }
         }
     }
+    if !opts.report_only {
+        remove_logs_of_finished(&selected);
+    }
     let rows = collect_results(&specs)?;
     if let Some(first) = specs.first() {
         let out_dir = first.config.output.join(&first.config.name);
@@ -154,6 +173,22 @@ pub fn run_grid(file: &Path, opts: &GridOptions) -> Result<GridReport> {
 
 fn run_dir(spec: &RunSpec) -> PathBuf {
     RunDir::path_for(&spec.config.output, &spec.config.name, &spec.run)
+}
+
+/// `<run>.stderr.log` beside the run directory: a child's stderr until it succeeds.
+fn stderr_log(spec: &RunSpec) -> PathBuf {
+    run_dir(spec).with_file_name(format!("{}.stderr.log", spec.run))
+}
+
+/// A run that finished (and did not diverge) needs no error log, not even one left by an
+/// earlier failed attempt or by a child that finished after its grid was killed.
+fn remove_logs_of_finished(specs: &[&RunSpec]) {
+    for spec in specs {
+        let dir = run_dir(spec);
+        if RunDir::is_finished(&dir) && read_metrics(&dir).is_ok_and(|m| m.diverged.is_none()) {
+            let _ = std::fs::remove_file(stderr_log(spec));
+        }
+    }
 }
 
 fn run_in_process(pending: &[&RunSpec], opts: &GridOptions) -> Vec<(String, Result<(), String>)> {
@@ -190,11 +225,28 @@ fn run_in_children(
     let mut queue = pending.iter();
     let mut running: Vec<(String, PathBuf, Child)> = Vec::new();
     let mut out = Vec::new();
+    let forwarding = Forwarding::install();
     loop {
+        if let Some(sig) = forwarding.received() {
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let names: Vec<&str> = running.iter().map(|(n, _, _)| n.as_str()).collect();
+            if !opts.quiet {
+                eprintln!(
+                    "{}: stopping {} training process(es) ({}); run the grid again to finish",
+                    children::signal_name(sig),
+                    running.len(),
+                    names.join(", ")
+                );
+            }
+            let mut kids: Vec<&mut Child> = running.iter_mut().map(|(_, _, c)| c).collect();
+            children::stop_all(&mut kids, sig, std::time::Duration::from_secs(10));
+            forwarding.die_by(sig);
+        }
         while running.len() < opts.jobs {
             let Some(spec) = queue.next() else { break };
-            let dir = run_dir(spec);
-            let log = dir.with_file_name(format!("{}.stderr.log", spec.run));
+            let log = stderr_log(spec);
             if let Some(parent) = log.parent() {
                 std::fs::create_dir_all(parent)?;
             }
@@ -222,6 +274,7 @@ fn run_in_children(
             if let Some(m) = o.max_steps {
                 cmd.args(["--max-steps", &m.to_string()]);
             }
+            children::die_with_parent(&mut cmd);
             let child = cmd.spawn().context("cannot start a training process")?;
             running.push((spec.run.clone(), log, child));
         }
@@ -246,6 +299,9 @@ fn run_in_children(
                 i += 1;
             }
         }
+    }
+    if let Some(sig) = forwarding.received() {
+        forwarding.die_by(sig);
     }
     if let Some(b) = bar {
         b.finish_and_clear();

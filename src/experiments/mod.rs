@@ -1,5 +1,6 @@
 //! Experiments: from an experiment file to prepared data, finished run directories, a results
 //! table and figures.
+mod children;
 mod grid;
 mod runs;
 

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{DataConfig, RawFormat, RunSpec};
 use crate::data::{self, Dataset, InputFormat, PrepareOptions, SplitRule};
-use crate::plots;
 use crate::training::{self, RunDir, RunMetrics, RunOptions};
 
 /// Where a data section's prepared cache lives when it names none.
@@ -150,25 +149,12 @@ pub fn run_all(specs: &[RunSpec], force: bool, opts: &RunOptions) -> Result<Vec<
     Ok(outcomes)
 }
 
-/// Trains one run (preparing its data if needed) and draws its training curve into its
-/// directory (`train_curve.png|svg`).
+/// Trains one run (preparing its data if needed); its directory has its training curve
+/// (`train_curve.png|svg`).
 pub fn train_one(spec: &RunSpec, opts: &RunOptions) -> Result<(PathBuf, RunMetrics)> {
     let dataset = open_data(&spec.config.data, opts.quiet)?;
-    let (dir, metrics) = training::train_run(spec, &dataset, opts)
-        .with_context(|| format!("run {}/{}", spec.config.name, spec.run))?;
-    if metrics.diverged.is_some() {
-        return Ok((dir, metrics));
-    }
-    let title = format!(
-        "{}/{}: training loss ({} samples)",
-        spec.config.name, spec.run, metrics.train.samples
-    );
-    plots::plot_training_curve(
-        &[(dir.join("train_log.csv"), spec.run.clone())],
-        &dir.join("train_curve"),
-        &title,
-    )?;
-    Ok((dir, metrics))
+    training::train_run(spec, &dataset, opts)
+        .with_context(|| format!("run {}/{}", spec.config.name, spec.run))
 }
 
 pub fn read_metrics(run_dir: &Path) -> Result<RunMetrics> {

@@ -12,7 +12,7 @@ use super::progress::Progress;
 use super::runtime::{peak_rss_bytes, reset_peak_rss, Runtime, StepTimes};
 use super::{
     describe_device, parse_device, train_step, Divergence, EmbeddingParams, Optimizer, RunDir,
-    RunMetrics, TrainSummary, OPTIMIZER_STATE, WEIGHTS,
+    RunLock, RunMetrics, TrainSummary, OPTIMIZER_STATE, WEIGHTS,
 };
 use crate::atomic::write_atomic;
 use crate::config::RunSpec;
@@ -81,6 +81,15 @@ fn train(
 ) -> Result<Option<(PathBuf, RunMetrics)>> {
     // best effort: where the system refuses, the peak reported is the process's
     let _ = reset_peak_rss();
+    // held until the run is published (or this process dies)
+    let cfg = &spec.config;
+    let lock = RunLock::acquire(&RunDir::path_for(&cfg.output, &cfg.name, &spec.run))?;
+    if let (Some(pid), false) = (lock.stale_pid, opts.quiet) {
+        eprintln!(
+            "{}/{}: took over the lock left by process {pid}, which is gone",
+            cfg.name, spec.run
+        );
+    }
     let mut session = Session::open(spec, dataset, opts)?;
     let Some(outcome) = session.run_loop(opts, stop_after)? else {
         return Ok(None); // a simulated kill
@@ -111,9 +120,23 @@ fn train(
         peak_rss_bytes: peak_rss_bytes(),
     };
     let metrics = session.metrics(outcome, evaluation, eval_seconds, runtime);
+    if metrics.diverged.is_none() {
+        // inside the partial directory, so that a finished run always has its figure
+        let title = format!(
+            "{}/{}: training loss ({} samples)",
+            cfg.name, spec.run, metrics.train.samples
+        );
+        let dir = session.run_dir.dir();
+        crate::plots::plot_training_curve(
+            &[(dir.join("train_log.csv"), spec.run.clone())],
+            &dir.join("train_curve"),
+            &title,
+        )?;
+    }
     // Written last: its presence marks a finished run.
     session.run_dir.write_json(super::METRICS, &metrics)?;
     let published = session.run_dir.finish()?;
+    drop(lock);
     Ok(Some((published, metrics)))
 }
 
