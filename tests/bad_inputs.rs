@@ -144,7 +144,7 @@ fn a_bad_transform_lists_the_allowed_ones() {
     );
     assert!(!err.contains("untagged"), "{err}");
     assert!(
-        err.contains("dense[0]") && err.contains("transform") && err.contains("`logg`"),
+        err.contains("dense: transform: unknown variant `logg`") && err.contains("line 2"),
         "{err}"
     );
     for allowed in ["log1p", "identity", "hour_of_day", "day_of_week", "raw"] {

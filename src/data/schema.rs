@@ -204,18 +204,9 @@ impl CsvSchema {
             .with_context(|| format!("cannot read schema {}", path.display()))?;
         crate::config::check_yaml_depth(&text)
             .map_err(|e| anyhow::anyhow!("{}: invalid CSV schema: {e}", path.display()))?;
-        let schema: CsvSchema = serde_path_to_error::deserialize(
-            serde_yaml::Deserializer::from_str(&text),
-        )
-        .map_err(|e| {
-            let at = e.path().to_string();
-            let at = if at == "." {
-                String::new()
-            } else {
-                format!("{at}: ")
-            };
-            anyhow::anyhow!("{}: invalid CSV schema: {at}{}", path.display(), e.inner())
-        })?;
+        // serde_yaml's message names the key path, line and column
+        let schema: CsvSchema = serde_yaml::from_str(&text)
+            .with_context(|| format!("{}: invalid CSV schema", path.display()))?;
         schema
             .delimiter_byte()
             .with_context(|| path.display().to_string())?;
