@@ -149,3 +149,185 @@ fn stats_summarise_the_cache() {
     let json: serde_json::Value = serde_json::to_value(&stats).unwrap();
     assert_eq!(json["fields"][8]["cardinality"], 4);
 }
+
+fn mlet() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mlet"))
+}
+
+/// Issue 8 item 6: `--out` is replaced only when it is provably a cache, never when it holds
+/// anything else or the input itself.
+#[test]
+fn prepare_never_deletes_user_data_or_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = make_cache(dir.path(), 400);
+    let raw = dir.path().join("raw.txt");
+    let prepare_cli = |input: &Path, out: &Path| {
+        let o = mlet()
+            .args(["data", "prepare", "--format", "criteo", "--out"])
+            .arg(out)
+            .arg(input)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // a project directory that happens to have a meta.json
+    let project = dir.path().join("project");
+    fs::create_dir_all(project.join("src")).unwrap();
+    fs::write(project.join("meta.json"), r#"{"name": "my project"}"#).unwrap();
+    fs::write(project.join("notes.txt"), "keep").unwrap();
+    fs::write(project.join("src/main.rs"), "fn main() {}").unwrap();
+    let (code, err) = prepare_cli(&raw, &project);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("project") && err.contains("not a dataset cache") && err.contains("refusing"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    for f in ["meta.json", "notes.txt", "src/main.rs"] {
+        assert!(project.join(f).is_file(), "{f} was deleted");
+    }
+    // a real cache with one file of the user's added
+    fs::write(cache.join("notes.txt"), "mine").unwrap();
+    let (code, err) = prepare_cli(&raw, &cache);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("holds notes.txt"), "{err}");
+    assert!(cache.join("notes.txt").is_file());
+    fs::remove_file(cache.join("notes.txt")).unwrap();
+    // the input inside the output directory (cachein/raw.tsv into cachein)
+    let inside = cache.join("raw.tsv");
+    fs::copy(&raw, &inside).unwrap();
+    let (code, err) = prepare_cli(&inside, &cache);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("contains the input"), "{err}");
+    assert!(inside.is_file());
+    // ... also when the output is the input's own directory, whatever it holds
+    let (code, err) = prepare_cli(&raw, dir.path());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("contains the input"), "{err}");
+    fs::remove_file(&inside).unwrap();
+    // a cache and nothing else is still replaced
+    let (code, err) = prepare_cli(&raw, &cache);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(Dataset::open(&cache).is_ok());
+}
+
+/// Overwrites 4 bytes of `file` at value index `i`, returning the old bytes.
+fn poke(file: &Path, i: usize, value: [u8; 4]) -> Vec<u8> {
+    let old = fs::read(file).unwrap();
+    let mut new = old.clone();
+    new[4 * i..4 * i + 4].copy_from_slice(&value);
+    fs::write(file, new).unwrap();
+    old
+}
+
+/// Issue 8 item 7: corrupt values fail `Dataset::open`, naming file, split, row and field.
+#[test]
+fn corrupt_caches_fail_on_open_naming_file_split_row_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = make_cache(dir.path(), 700);
+    let ds = Dataset::open(&cache).unwrap();
+    let c3 = ds.cardinalities()[2] as u32;
+    drop(ds);
+    let nan = f32::NAN.to_le_bytes();
+    let cases: [(&str, usize, [u8; 4], &[&str]); 6] = [
+        (
+            "train/label.f32",
+            5,
+            2.0f32.to_le_bytes(),
+            &["train split", "row 5", "label 2 is not 0 or 1"],
+        ),
+        (
+            "valid/label.f32",
+            3,
+            nan,
+            &["valid split", "row 3", "label NaN"],
+        ),
+        (
+            "train/label.f32",
+            0,
+            (-1.0f32).to_le_bytes(),
+            &["row 0", "label -1"],
+        ),
+        (
+            "test/dense.f32",
+            2 * 13 + 4,
+            nan,
+            &["test split", "row 2", "dense feature 4 (I5)", "not finite"],
+        ),
+        (
+            "test/cat.u32",
+            7 * 26 + 2,
+            c3.to_le_bytes(),
+            &[
+                "test split",
+                "row 7",
+                "field 2 (C3)",
+                &format!("index {c3} is not below the field's cardinality {c3}"),
+            ],
+        ),
+        (
+            "test/cat.u32",
+            0,
+            u32::MAX.to_le_bytes(),
+            &["row 0, field 0 (C1)"],
+        ),
+    ];
+    for (file, i, value, needles) in cases {
+        let path = cache.join(file);
+        let old = poke(&path, i, value);
+        let msg = format!("{:#}", Dataset::open(&cache).expect_err(file));
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        for n in needles {
+            assert!(msg.contains(n), "{file}: {n:?} not in {msg}");
+        }
+        fs::write(&path, old).unwrap();
+        Dataset::open(&cache).unwrap();
+    }
+}
+
+/// ... and `mlet train` stops on them before training: no run directory appears.
+#[test]
+fn training_on_a_corrupt_cache_stops_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = make_cache(dir.path(), 700);
+    let runs = dir.path().join("runs");
+    let exp = dir.path().join("e.yaml");
+    fs::write(
+        &exp,
+        format!(
+            "name: corrupt\ndata: {{cache: {}}}\nmodel: {{kind: dlrm, bottom_mlp: [8], top_mlp: \
+             [8]}}\nembedding: {{dim: 4}}\noptimizer: {{kind: sgd, lr: 0.1}}\ntraining: {{epochs: \
+             1, batch_size: 64, threads: 1}}\noutput: {}\n",
+            cache.display(),
+            runs.display()
+        ),
+    )
+    .unwrap();
+    let card = Dataset::open(&cache).unwrap().cardinalities()[25] as u32;
+    // the last field of the last test row: only read after training, before this check
+    let rows = Dataset::open(&cache).unwrap().meta.rows.test;
+    let cat = cache.join("test/cat.u32");
+    let good = poke(&cat, rows * 26 - 1, card.to_le_bytes());
+    let out = mlet().args(["train", "-q"]).arg(&exp).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("test/cat.u32") && err.contains(&format!("row {}, field 25 (C26)", rows - 1)),
+        "{err}"
+    );
+    assert!(!runs.exists(), "a run directory was created");
+    // a label of 2 likewise (it used to train and report an AUC)
+    fs::write(&cat, good).unwrap();
+    poke(&cache.join("train/label.f32"), 10, 2.0f32.to_le_bytes());
+    let out = mlet().args(["train", "-q"]).arg(&exp).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("train/label.f32") && err.contains("row 10"),
+        "{err}"
+    );
+    assert!(!runs.exists(), "a run directory was created");
+}

@@ -70,7 +70,8 @@ pub struct PrepareArgs {
     /// YAML schema of a --format csv file (delimiter, header, label, dense, categorical columns).
     #[arg(long, required_if_eq("format", "csv"))]
     pub schema: Option<PathBuf>,
-    /// Output cache directory (replaced if it already holds a cache).
+    /// Output cache directory. An existing one is replaced only if it holds a cache and nothing
+    /// else, and never if it contains the input.
     #[arg(long)]
     pub out: PathBuf,
     /// Training occurrences a value needs to get its own embedding row; rarer ones share row 0
@@ -160,6 +161,7 @@ fn run_prepare(a: PrepareArgs, quiet: bool) -> Result<()> {
         seed: a.split_seed,
         skip_bad_lines: a.skip_bad_lines,
         progress: !quiet && std::io::stderr().is_terminal(),
+        generated_from: None,
     };
     let report = prepare(&opts).map_err(|e| match e.downcast_ref::<InputError>() {
         Some(_) if !opts.skip_bad_lines => {
@@ -175,7 +177,6 @@ fn run_prepare(a: PrepareArgs, quiet: bool) -> Result<()> {
 
 fn stats(a: StatsArgs) -> Result<()> {
     let ds = Dataset::open(&a.cache)?;
-    ds.verify()?;
     let stats = cache_stats(&ds);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&stats)?);

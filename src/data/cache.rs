@@ -2,6 +2,7 @@
 //! `prepare` and memory-mapped by `Dataset::open` (zero-copy; the OS pages data in on demand).
 //! Layout in `docs/data.md`.
 use crate::atomic::PendingDir;
+use crate::data::fingerprint::Fingerprint;
 use crate::data::split::{Split, SplitCounts, SplitRule};
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
@@ -13,11 +14,15 @@ use std::path::{Path, PathBuf};
 /// Bumped whenever the layout of the cache changes incompatibly.
 pub const CACHE_FORMAT_VERSION: u32 = 1;
 
-pub(crate) const META_FILE: &str = "meta.json";
+/// The file that describes a cache (and marks a directory as one).
+pub const META_FILE: &str = "meta.json";
 const FREQ_FILE: &str = "freq.u32";
 const DENSE_FILE: &str = "dense.f32";
 const CAT_FILE: &str = "cat.u32";
 const LABEL_FILE: &str = "label.f32";
+/// Everything a cache directory may hold (beside the split directories), and a split directory.
+const CACHE_FILES: &[&str] = &[META_FILE, FREQ_FILE];
+const SPLIT_FILES: &[&str] = &[DENSE_FILE, CAT_FILE, LABEL_FILE];
 
 /// Contents of `meta.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,6 +49,10 @@ pub struct CacheMeta {
     pub created_by: String,
     /// Seconds since the Unix epoch.
     pub created_unix: u64,
+    /// What the cache was made from and how; absent in caches of older versions (which a run
+    /// therefore never reuses silently: see `docs/data.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
 }
 
 impl CacheMeta {
@@ -53,6 +62,22 @@ impl CacheMeta {
 
     pub fn total_categories(&self) -> usize {
         self.cardinalities.iter().sum()
+    }
+
+    /// Reads and checks `DIR/meta.json` alone (no arrays opened).
+    pub fn read(dir: &Path) -> Result<CacheMeta> {
+        let meta_path = dir.join(META_FILE);
+        let text = std::fs::read_to_string(&meta_path).with_context(|| {
+            format!(
+                "cannot read {} (is {} a dataset cache made by `mlet data prepare`?)",
+                meta_path.display(),
+                dir.display()
+            )
+        })?;
+        let meta: CacheMeta = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid cache metadata", meta_path.display()))?;
+        meta.check(dir)?;
+        Ok(meta)
     }
 
     fn check(&self, dir: &Path) -> Result<()> {
@@ -194,22 +219,21 @@ impl std::fmt::Debug for Dataset {
 }
 
 impl Dataset {
-    /// Opens a cache directory, checking every file's size against `meta.json`.
+    /// Opens a cache directory, checking every file's size against `meta.json` and every value
+    /// (`verify`): a corrupt cache fails here, before any training.
     pub fn open(dir: &Path) -> Result<Dataset> {
+        let ds = Dataset::open_unverified(dir)?;
+        ds.verify()?;
+        Ok(ds)
+    }
+
+    /// `open` without the scan of the values: sizes only.
+    pub fn open_unverified(dir: &Path) -> Result<Dataset> {
         if cfg!(target_endian = "big") {
             bail!("the dataset cache is little-endian and this host is big-endian");
         }
         let meta_path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&meta_path).with_context(|| {
-            format!(
-                "cannot read {} (is {} a dataset cache made by `mlet data prepare`?)",
-                meta_path.display(),
-                dir.display()
-            )
-        })?;
-        let meta: CacheMeta = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid cache metadata", meta_path.display()))?;
-        meta.check(dir)?;
+        let meta = CacheMeta::read(dir)?;
         let (nd, nf) = (meta.num_dense, meta.num_fields());
         // Checked: a corrupted meta.json must give an error, not a wrapped size.
         let bytes = |rows: usize, width: usize| -> Result<usize> {
@@ -305,40 +329,118 @@ impl Dataset {
     }
 
     /// Full scan: every index below its field's cardinality, every label 0 or 1, every dense
-    /// value finite. `open` only checks sizes; this catches a corrupted cache.
+    /// value finite. One pass over the mapped arrays, in row order.
     pub fn verify(&self) -> Result<()> {
-        let cards = self.cardinalities();
+        // u64: a cardinality may exceed u32::MAX (then every u32 index is in range).
+        let cards: Vec<u64> = self.cardinalities().iter().map(|&c| c as u64).collect();
         for split in Split::ALL {
             let d = self.split(split);
             let file = |name: &str| self.dir.join(split.name()).join(name).display().to_string();
-            for (i, &v) in d.cat.iter().enumerate() {
-                let f = i % d.num_fields;
-                if v as usize >= cards[f] {
-                    bail!(
-                        "{}: row {}, field {f}: index {v} is not below the cardinality {}",
-                        file(CAT_FILE),
-                        i / d.num_fields,
-                        cards[f]
-                    );
+            let corrupt = "the cache is corrupt; prepare it again with `mlet data prepare`";
+            if d.num_fields > 0 {
+                for (r, row) in d.cat.chunks_exact(d.num_fields).enumerate() {
+                    // Branch-free test first (vectorises); locate the field only on failure.
+                    if row.iter().zip(&cards).any(|(&v, &c)| u64::from(v) >= c) {
+                        let f = (0..row.len())
+                            .find(|&f| u64::from(row[f]) >= cards[f])
+                            .unwrap_or(0);
+                        bail!(
+                            "{} ({} split): row {r}, field {f} ({}): index {} is not below the \
+                             field's cardinality {}; {corrupt}",
+                            file(CAT_FILE),
+                            split.name(),
+                            self.meta.field_names[f],
+                            row[f],
+                            cards[f]
+                        );
+                    }
                 }
             }
             if let Some(r) = d.label.iter().position(|&l| l != 0.0 && l != 1.0) {
                 bail!(
-                    "{}: row {r}: label {} is not 0 or 1",
+                    "{} ({} split): row {r}: label {} is not 0 or 1; {corrupt}",
                     file(LABEL_FILE),
+                    split.name(),
                     d.label[r]
                 );
             }
             if let Some(i) = d.dense.iter().position(|x| !x.is_finite()) {
+                let j = i % d.num_dense.max(1);
                 bail!(
-                    "{}: row {}: non-finite dense value",
+                    "{} ({} split): row {}, dense feature {j} ({}): value {} is not finite; \
+                     {corrupt}",
                     file(DENSE_FILE),
-                    i / d.num_dense.max(1)
+                    split.name(),
+                    i / d.num_dense.max(1),
+                    self.meta.dense_names[j],
+                    d.dense[i]
                 );
             }
         }
         Ok(())
     }
+}
+
+/// Whether `prepare` may replace `dir`: only when it is absent, empty, or provably a cache (its
+/// meta.json parses as a cache's and it holds nothing but cache files), so that no user data is
+/// ever deleted.
+pub(crate) fn check_replaceable(dir: &Path) -> Result<()> {
+    let refuse = |why: String| -> Result<()> {
+        bail!(
+            "{}: {why}; refusing to replace it (choose another --out, or remove it yourself)",
+            dir.display()
+        )
+    };
+    let Ok(st) = std::fs::symlink_metadata(dir) else {
+        return Ok(());
+    };
+    if st.file_type().is_symlink() {
+        return refuse("is a symbolic link, not a dataset cache".into());
+    }
+    if !st.is_dir() {
+        return refuse("exists and is not a directory".into());
+    }
+    let entries = |d: &Path| -> Result<Vec<(String, std::fs::FileType)>> {
+        std::fs::read_dir(d)
+            .with_context(|| format!("cannot read {}", d.display()))?
+            .map(|e| {
+                let e = e.with_context(|| format!("cannot read {}", d.display()))?;
+                let t = e
+                    .file_type()
+                    .with_context(|| format!("cannot stat {}", e.path().display()))?;
+                Ok((e.file_name().to_string_lossy().into_owned(), t))
+            })
+            .collect()
+    };
+    let top = entries(dir)?;
+    if top.is_empty() {
+        return Ok(());
+    }
+    let meta = dir.join(META_FILE);
+    let parsed = std::fs::read_to_string(&meta)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str::<CacheMeta>(&t).map_err(|e| e.to_string()));
+    if let Err(e) = parsed {
+        return refuse(format!(
+            "exists and is not a dataset cache ({META_FILE}: {e})"
+        ));
+    }
+    for (name, t) in top {
+        let ok = if Split::ALL.iter().any(|s| s.name() == name) {
+            t.is_dir()
+                && entries(&dir.join(&name))?
+                    .iter()
+                    .all(|(n, t)| t.is_file() && SPLIT_FILES.contains(&n.as_str()))
+        } else {
+            t.is_file() && CACHE_FILES.contains(&name.as_str())
+        };
+        if !ok {
+            return refuse(format!(
+                "holds {name}, which is not part of a dataset cache"
+            ));
+        }
+    }
+    Ok(())
 }
 
 struct SplitWriter {
@@ -349,6 +451,7 @@ struct SplitWriter {
 
 /// Streams rows into a temporary sibling of the output directory; `finish` renames it into place.
 pub(crate) struct CacheWriter {
+    out: PathBuf,
     dir: PendingDir,
     splits: Vec<SplitWriter>,
     buf: Vec<u8>,
@@ -358,6 +461,7 @@ const WRITE_BUF: usize = 1 << 20;
 
 impl CacheWriter {
     pub(crate) fn create(out: &Path) -> Result<CacheWriter> {
+        check_replaceable(out)?;
         let dir = PendingDir::new(out, META_FILE)?;
         let mut splits = Vec::new();
         for split in Split::ALL {
@@ -377,6 +481,7 @@ impl CacheWriter {
             });
         }
         Ok(CacheWriter {
+            out: out.to_path_buf(),
             dir,
             splits,
             buf: Vec::new(),
@@ -418,6 +523,8 @@ impl CacheWriter {
         f.get_ref().sync_all()?;
         let json = serde_json::to_string_pretty(meta)?;
         std::fs::write(tmp.join(META_FILE), json + "\n")?;
+        // Again: the directory may have been filled while we prepared.
+        check_replaceable(&self.out)?;
         self.dir.commit(META_FILE)
     }
 }

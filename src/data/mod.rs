@@ -7,6 +7,7 @@
 mod batch;
 mod cache;
 mod error;
+mod fingerprint;
 pub mod frequency;
 mod hash;
 mod lines;
@@ -19,8 +20,9 @@ mod synth;
 mod vocab;
 
 pub use batch::Batch;
-pub use cache::{CacheMeta, Dataset, SplitData, CACHE_FORMAT_VERSION};
+pub use cache::{CacheMeta, Dataset, SplitData, CACHE_FORMAT_VERSION, META_FILE};
 pub use error::InputError;
+pub use fingerprint::{source_tag, Fingerprint, SchemaFingerprint, SourceFingerprint};
 pub use prepare::{prepare, PrepareOptions, PrepareReport};
 pub use schema::{ColumnRef, ColumnSpec, CsvSchema, InputFormat, Remaining, Transform};
 pub use split::{Split, SplitCounts, SplitRule};

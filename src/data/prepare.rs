@@ -4,10 +4,12 @@
 //! split needs the number of data lines first, so it adds a byte-only line count before pass 1.
 use crate::data::cache::{CacheMeta, CacheWriter, CACHE_FORMAT_VERSION};
 use crate::data::error::{FieldError, InputError};
+use crate::data::fingerprint::{canonical, Fingerprint};
 use crate::data::lines::{count_lines, LineReader};
 use crate::data::parse::{LineParser, Record, Splitter};
 use crate::data::schema::{FormatPlan, InputFormat};
 use crate::data::split::{Assigner, Split, SplitCounts, SplitRule};
+use crate::data::synth::SynthConfig;
 use crate::data::vocab::ValueCounts;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -32,6 +34,9 @@ pub struct PrepareOptions {
     pub skip_bad_lines: bool,
     /// Draw a progress bar on stderr (only if stderr is a terminal).
     pub progress: bool,
+    /// The input was written by the synthetic generator with these settings: the fingerprint
+    /// records them instead of the (temporary) file.
+    pub generated_from: Option<SynthConfig>,
 }
 
 impl PrepareOptions {
@@ -51,6 +56,7 @@ impl PrepareOptions {
             seed: 0,
             skip_bad_lines: false,
             progress: false,
+            generated_from: None,
         }
     }
 }
@@ -103,6 +109,9 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         );
     }
     let size = meta.len();
+    check_inputs_outside(opts)?;
+    // Taken before reading: a file changed during or after preparing no longer matches.
+    let fingerprint = Fingerprint::of(opts)?;
     if size == 0 {
         return Err(InputError {
             file: input.to_path_buf(),
@@ -196,6 +205,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         created_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        fingerprint: Some(fingerprint),
     };
     writer
         .finish(&meta, &freq)
@@ -211,6 +221,28 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         cardinalities,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Replacing `--out` must never delete the input or the schema.
+fn check_inputs_outside(opts: &PrepareOptions) -> Result<()> {
+    let Ok(out) = std::fs::canonicalize(&opts.out) else {
+        return Ok(());
+    };
+    let mut inputs = vec![("input", opts.input.as_path())];
+    if let InputFormat::Csv { schema } = &opts.format {
+        inputs.push(("schema", schema));
+    }
+    for (what, path) in inputs {
+        if canonical(path).starts_with(&out) {
+            bail!(
+                "{}: the output directory contains the {what} {}; refusing to replace it \
+                 (prepare into another directory)",
+                opts.out.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn progress_bar(enabled: bool, total: u64) -> ProgressBar {

@@ -3,10 +3,12 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 use crate::config::{DataConfig, RawFormat, RunSpec};
-use crate::data::{self, Dataset, InputFormat, PrepareOptions, SplitRule};
+use crate::data::{self, CacheMeta, Dataset, Fingerprint, InputFormat, PrepareOptions};
 use crate::training::{self, RunDir, RunMetrics, RunOptions};
 
-/// Where a data section's prepared cache lives when it names none.
+/// Where a data section's prepared cache lives when it names none. A raw file's cache name
+/// carries its format and a hash of its canonical path (and schema), so that two `train.tsv` in
+/// different directories, or one file read as two formats, never share a cache.
 pub fn cache_dir(data: &DataConfig) -> PathBuf {
     if let Some(dir) = &data.cache {
         return dir.clone();
@@ -22,73 +24,126 @@ pub fn cache_dir(data: &DataConfig) -> PathBuf {
     let stem = raw
         .file_stem()
         .map_or("data".into(), |s| s.to_string_lossy().into_owned());
-    root.join(format!("{stem}-min{}", data.min_count))
+    let format = input_format(data);
+    let tag = data::source_tag(raw, format.as_ref());
+    let format = format.as_ref().map_or("data", InputFormat::name);
+    root.join(format!("{stem}-{format}-{tag}-min{}", data.min_count))
+}
+
+fn input_format(data: &DataConfig) -> Option<InputFormat> {
+    Some(match data.format? {
+        RawFormat::Criteo => InputFormat::Criteo,
+        RawFormat::Avazu => InputFormat::Avazu,
+        RawFormat::Csv => InputFormat::Csv {
+            schema: data.schema.clone()?,
+        },
+    })
+}
+
+/// How a data section's cache is prepared (None: a `cache` alone, used as it is).
+fn prepare_options(data: &DataConfig, cache: &Path, quiet: bool) -> Result<Option<PrepareOptions>> {
+    let (input, format) = if let Some(synth) = &data.synthetic {
+        if synth.rows == 0 {
+            anyhow::bail!("data.synthetic.rows: must be at least 1 (got 0)");
+        }
+        (cache.with_extension("raw.tsv"), InputFormat::Criteo)
+    } else if let Some(raw) = &data.raw {
+        let format = match data.format {
+            None => anyhow::bail!("data.format: required with data.raw"),
+            Some(_) => input_format(data).context("data.schema: required with format csv")?,
+        };
+        (raw.clone(), format)
+    } else {
+        return Ok(None);
+    };
+    // The defaults of `mlet data prepare`, so that a cache it made is reused.
+    let mut opts = PrepareOptions::new(input, format, cache);
+    opts.min_count = data.min_count;
+    opts.progress = !quiet;
+    opts.generated_from = data.synthetic.clone();
+    Ok(Some(opts))
 }
 
 /// Opens the data set of a run, preparing (and for synthetic data, generating) it on first use.
+/// An existing cache is reused only when its fingerprint (source, format, schema, prepare
+/// options) is what this data section would make; otherwise an automatically named cache is
+/// prepared again and an explicitly named one (`data.cache`) is an error saying what differs.
 pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
     let cache = cache_dir(data);
-    if cache.join("meta.json").is_file() {
-        return Dataset::open(&cache);
+    let Some(opts) = prepare_options(data, &cache, quiet)? else {
+        return Dataset::open(&cache).with_context(|| {
+            format!(
+                "data: no usable prepared cache at {} and no `raw` or `synthetic` source",
+                cache.display()
+            )
+        });
+    };
+    if cache.join(data::META_FILE).is_file() {
+        if opts.generated_from.is_none() && !opts.input.exists() {
+            // Nothing to compare with, and nothing else to train on: say so, and go on.
+            if !quiet {
+                eprintln!(
+                    "warning: {} does not exist; using the cache {} without checking that it was \
+                     made from it",
+                    opts.input.display(),
+                    cache.display()
+                );
+            }
+            return Dataset::open(&cache);
+        }
+        let meta = CacheMeta::read(&cache)?;
+        let wanted = Fingerprint::of(&opts)?;
+        let diffs = match &meta.fingerprint {
+            Some(f) => f.differences(&wanted),
+            None => vec!["it records no fingerprint (prepared by an older mlet)".to_string()],
+        };
+        if diffs.is_empty() {
+            return Dataset::open(&cache);
+        }
+        if data.cache.is_some() {
+            anyhow::bail!(
+                "data.cache: {} does not match this experiment's data section: {}. It is named \
+                 explicitly, so it is not replaced: delete it to have it prepared again, prepare \
+                 it yourself with `mlet data prepare`, or remove data.raw / data.synthetic to \
+                 use it as it is",
+                cache.display(),
+                diffs.join("; ")
+            );
+        }
+        if !quiet {
+            eprintln!(
+                "{} is out of date ({}); preparing it again",
+                cache.display(),
+                diffs.join("; ")
+            );
+        }
     }
-    let (input, format, generated) = if let Some(synth) = &data.synthetic {
-        let raw = cache.with_extension("raw.tsv");
-        if let Some(parent) = raw.parent() {
+    if let Some(synth) = &data.synthetic {
+        if let Some(parent) = opts.input.parent() {
             std::fs::create_dir_all(parent)?;
         }
         if !quiet {
             eprintln!(
                 "generating {} synthetic rows into {}",
                 synth.rows,
-                raw.display()
+                opts.input.display()
             );
         }
-        data::write_synthetic(&raw, synth)?;
-        (raw, InputFormat::Criteo, true)
-    } else {
-        let raw = data.raw.clone().with_context(|| {
-            format!(
-                "data: no prepared cache at {} and no `raw` or `synthetic` source",
-                cache.display()
-            )
-        })?;
-        let format = match data.format {
-            Some(RawFormat::Criteo) => InputFormat::Criteo,
-            Some(RawFormat::Avazu) => InputFormat::Avazu,
-            Some(RawFormat::Csv) => InputFormat::Csv {
-                schema: data
-                    .schema
-                    .clone()
-                    .context("data.schema: required with format csv")?,
-            },
-            None => anyhow::bail!("data.format: required with data.raw"),
-        };
-        (raw, format, false)
-    };
+        data::write_synthetic(&opts.input, synth)?;
+    }
     if !quiet {
-        eprintln!("preparing {} into {}", input.display(), cache.display());
+        eprintln!(
+            "preparing {} into {}",
+            opts.input.display(),
+            cache.display()
+        );
     }
-    let split = match format {
-        InputFormat::Criteo => SplitRule::Days,
-        _ => SplitRule::Random {
-            valid_fraction: 0.05,
-            test_fraction: 0.05,
-        },
-    };
-    data::prepare(&PrepareOptions {
-        input: input.clone(),
-        format,
-        out: cache.clone(),
-        min_count: data.min_count,
-        split,
-        seed: 0,
-        skip_bad_lines: false,
-        progress: !quiet,
-    })?;
-    if generated {
+    let prepared = data::prepare(&opts);
+    if opts.generated_from.is_some() {
         // The generator is deterministic; the cache is all later runs need.
-        let _ = std::fs::remove_file(&input);
+        let _ = std::fs::remove_file(&opts.input);
     }
+    prepared?;
     Dataset::open(&cache)
 }
 

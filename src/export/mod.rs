@@ -9,7 +9,7 @@ use tch::{CModule, Device, Kind, Tensor};
 use crate::analysis::quantize::QuantizedTables;
 use crate::atomic::{write_atomic, PendingFile};
 use crate::config::RunConfig;
-use crate::data::Dataset;
+use crate::data::CacheMeta;
 use crate::experiments::cache_dir;
 use crate::models::{CtrModel, Features, InputShape};
 use crate::torch_error::brief;
@@ -264,10 +264,9 @@ fn field_names(run: &LoadedRun) -> (Vec<String>, Vec<String>) {
             (1..=run.shape.num_dense).map(|i| format!("I{i}")).collect(),
         )
     };
-    match Dataset::open(&cache_dir(&run.config.data)) {
-        Ok(d) if d.cardinalities() == run.shape.cardinalities.as_slice() => {
-            (d.meta.field_names.clone(), d.meta.dense_names.clone())
-        }
+    // The names only: no need to scan the arrays.
+    match CacheMeta::read(&cache_dir(&run.config.data)) {
+        Ok(m) if m.cardinalities == run.shape.cardinalities => (m.field_names, m.dense_names),
         _ => fallback(),
     }
 }
