@@ -402,6 +402,12 @@ impl CacheWriter {
         Ok(())
     }
 
+    /// Writes a further file into the cache (it appears with the cache, on `finish`).
+    pub(crate) fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.dir.tmp.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    }
+
     pub(crate) fn finish(self, meta: &CacheMeta, freq: &[u32]) -> Result<()> {
         let tmp = self.dir.tmp.clone();
         for w in self.splits {
