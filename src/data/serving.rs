@@ -164,8 +164,8 @@ mod tests {
         assert_eq!(b.size, 3);
         assert_eq!(b.cat, vec![1, 1, 2, 0, 0, 0]);
         assert_eq!(b.label, vec![1.0, 0.0, 0.0]);
-        assert_eq!(b.dense[..2], [4f32.ln(), 0.0]);
-        assert_eq!(b.dense[13 * 2], 0.0);
+        // I1 only: ln(1 + 3), missing, a negative clamped to 0
+        assert_eq!(b.dense, vec![4f32.ln(), 0.0, 0.0]);
         // without the label: 39 columns, the same values
         let (b, has_label) = rows(&[row(None, "3", b"a", b"\xffx")]).unwrap();
         assert!(!has_label);
