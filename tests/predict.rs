@@ -346,7 +346,8 @@ fn csv_rows_with_a_schema_predict_what_the_model_predicts() {
         let app = format!("app{}", (r >> 3) % 40);
         let day = 21 + (r >> 9) % 7;
         let hour = (r >> 12) % 24;
-        let click = u64::from((r >> 17) % 4 == 0 || (r % 6 == 1 && (r >> 20) % 2 == 0));
+        let click =
+            u64::from((r >> 17).is_multiple_of(4) || (r % 6 == 1 && (r >> 20).is_multiple_of(2)));
         raw.extend_from_slice(format!("{i},{click},1410{day:02}{hour:02},").as_bytes());
         raw.extend_from_slice(site);
         raw.extend_from_slice(format!(",{app},{}.5\n", (r >> 24) % 100).as_bytes());
