@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod models;
 pub mod plots;
 pub mod results;
+pub mod serve;
 mod torch_error;
 pub mod training;

@@ -30,6 +30,8 @@ enum Command {
     Plot(cli::plot::PlotArgs),
     /// Export a trained run as a TorchScript model with collapsed embeddings.
     Export(cli::export::ExportArgs),
+    /// Predict click probabilities for raw rows with a trained run or an exported model.
+    Predict(cli::predict::PredictArgs),
     /// Analyse a finished run without retraining: spectra, SVD truncation, quantisation.
     #[command(subcommand)]
     Analyze(cli::analyze::AnalyzeCommand),
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Grid(a) => cli::grid::run(a, verbosity),
         Command::Plot(a) => cli::plot::run(a, verbosity.quiet),
         Command::Export(a) => cli::export::run(a, verbosity.quiet),
+        Command::Predict(a) => cli::predict::run(a, verbosity.quiet),
         Command::Analyze(cmd) => cli::analyze::run(cmd, verbosity.quiet),
     };
     match result {

@@ -17,7 +17,8 @@ pub enum QuantizeArg {
 pub struct ExportArgs {
     /// A finished run directory (with config.yaml, run.json and weights.safetensors).
     pub run_dir: PathBuf,
-    /// The TorchScript file to write; its schema goes beside it as <name>.schema.json.
+    /// The TorchScript file to write; its schema goes beside it as <name>.schema.json and its
+    /// vocabulary (raw value → index per field, the parsing and transforms) as <name>.vocab.json.
     #[arg(long)]
     pub out: PathBuf,
     /// Also write the collapsed tables, one per field (.safetensors or .npz); with
@@ -59,6 +60,7 @@ pub fn run(args: ExportArgs, quiet: bool) -> Result<()> {
             report.embedding_bytes
         );
         println!("wrote {}", report.schema.display());
+        println!("wrote {}", report.vocab.display());
         if let Some(t) = &report.tables {
             println!("wrote {}", t.display());
         }

@@ -5,6 +5,7 @@ pub mod data;
 pub mod export;
 pub mod grid;
 pub mod plot;
+pub mod predict;
 pub mod train;
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -21,7 +21,7 @@ const DENSE_FILE: &str = "dense.f32";
 const CAT_FILE: &str = "cat.u32";
 const LABEL_FILE: &str = "label.f32";
 /// Everything a cache directory may hold (beside the split directories), and a split directory.
-const CACHE_FILES: &[&str] = &[META_FILE, FREQ_FILE];
+const CACHE_FILES: &[&str] = &[META_FILE, FREQ_FILE, crate::data::vocab_file::VOCAB_FILE];
 const SPLIT_FILES: &[&str] = &[DENSE_FILE, CAT_FILE, LABEL_FILE];
 
 /// Contents of `meta.json`.
@@ -505,6 +505,12 @@ impl CacheWriter {
         w.cat.write_all(buf)?;
         w.label.write_all(&label.to_le_bytes())?;
         Ok(())
+    }
+
+    /// Writes a further file into the cache (it appears with the cache, on `finish`).
+    pub(crate) fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.dir.tmp.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
     }
 
     pub(crate) fn finish(self, meta: &CacheMeta, freq: &[u32]) -> Result<()> {

@@ -7,11 +7,13 @@ use std::path::Path;
 const BUF_BYTES: usize = 1 << 20;
 
 pub(crate) struct LineReader {
-    reader: BufReader<File>,
+    reader: BufReader<Box<dyn Read>>,
     buf: Vec<u8>,
     /// 1-based number of the line last returned.
     pub number: u64,
     pub bytes_read: u64,
+    /// Length of the last line's text (without its line ending) at the start of `buf`.
+    text_len: usize,
 }
 
 pub(crate) struct Line<'a> {
@@ -23,12 +25,18 @@ pub(crate) struct Line<'a> {
 
 impl LineReader {
     pub(crate) fn open(path: &Path) -> io::Result<LineReader> {
-        Ok(LineReader {
-            reader: BufReader::with_capacity(BUF_BYTES, File::open(path)?),
+        Ok(LineReader::from_reader(Box::new(File::open(path)?)))
+    }
+
+    /// Lines of any stream (stdin for `mlet predict --input -`).
+    pub(crate) fn from_reader(reader: Box<dyn Read>) -> LineReader {
+        LineReader {
+            reader: BufReader::with_capacity(BUF_BYTES, reader),
             buf: Vec::with_capacity(1024),
             number: 0,
             bytes_read: 0,
-        })
+            text_len: 0,
+        }
     }
 
     pub(crate) fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
@@ -47,11 +55,19 @@ impl LineReader {
         if text.last() == Some(&b'\r') {
             text = &text[..text.len() - 1];
         }
+        self.text_len = text.len();
         Ok(Some(Line {
             text,
             number: self.number,
             terminated,
         }))
+    }
+}
+
+impl LineReader {
+    /// The text of the line `next_line` returned last.
+    pub(crate) fn current(&self) -> &[u8] {
+        &self.buf[..self.text_len]
     }
 }
 

@@ -14,10 +14,12 @@ mod lines;
 mod parse;
 mod prepare;
 mod schema;
+mod serving;
 mod split;
 mod stats;
 mod synth;
 mod vocab;
+mod vocab_file;
 
 pub use batch::Batch;
 pub use cache::{CacheMeta, Dataset, SplitData, CACHE_FORMAT_VERSION, META_FILE};
@@ -25,9 +27,14 @@ pub use error::InputError;
 pub use fingerprint::{source_tag, Fingerprint, SchemaFingerprint, SourceFingerprint};
 pub use prepare::{prepare, PrepareOptions, PrepareReport};
 pub use schema::{ColumnRef, ColumnSpec, CsvSchema, InputFormat, Remaining, Transform};
+pub use serving::RawRows;
 pub use split::{Split, SplitCounts, SplitRule};
 pub use stats::{cache_stats, CacheStats, FieldStats};
 pub use synth::{
     synthetic_cardinalities, write_synthetic, SynthConfig, SynthRow, Synthesizer,
     CRITEO_CARDINALITIES, CRITEO_ROWS,
+};
+pub use vocab_file::{
+    CatField, DenseColumn, DenseTransform, Derive, LabelColumn, VocabFile, VocabValue, VOCAB_FILE,
+    VOCAB_FORMAT_VERSION,
 };

@@ -3,6 +3,7 @@
 use crate::data::error::{describe, FieldError};
 use crate::data::hash::hash_bytes;
 use crate::data::schema::{CatKind, DenseKind, Layout};
+use std::borrow::Cow;
 
 /// One parsed data line. Categorical values are kept only as hashes of their bytes.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -131,11 +132,14 @@ impl LineParser {
                 },
             });
         }
-        let label = self.layout.label;
-        rec.label = match trim(self.column(line, label)) {
-            b"0" => 0.0,
-            b"1" => 1.0,
-            v => return Err(self.error(label, "a label 0 or 1", describe(v))),
+        // serving rows may come without the label column (the layout then has none)
+        rec.label = match self.layout.label {
+            None => 0.0,
+            Some(label) => match trim(self.column(line, label)) {
+                b"0" => 0.0,
+                b"1" => 1.0,
+                v => return Err(self.error(label, "a label 0 or 1", describe(v))),
+            },
         };
         for (i, &(c, kind)) in self.layout.dense.iter().enumerate() {
             let v = trim(self.column(line, c));
@@ -169,18 +173,34 @@ impl LineParser {
         }
         for (i, &(c, kind)) in self.layout.cats.iter().enumerate() {
             let v = self.column(line, c);
-            rec.cats[i] = match kind {
-                CatKind::Raw => hash_bytes(v),
-                CatKind::DayOfWeek | CatKind::HourOfDay => match parse_yymmddhh(trim(v)) {
-                    Some((weekday, _)) if kind == CatKind::DayOfWeek => {
-                        hash_bytes(WEEKDAYS[weekday].as_bytes())
-                    }
-                    Some((_, hour)) => hash_bytes(format!("{hour:02}").as_bytes()),
-                    None => return Err(self.error(c, TIMESTAMP, describe(v))),
-                },
+            rec.cats[i] = match cat_token(kind, v) {
+                Some(token) => hash_bytes(&token),
+                None => return Err(self.error(c, TIMESTAMP, describe(v))),
             };
         }
         Ok(())
+    }
+
+    /// The value of categorical field `field` in `line`, which must be the line last parsed
+    /// successfully: the bytes whose hash `parse` recorded (for derived fields, the token).
+    pub(crate) fn cat_value<'a>(&'a self, line: &'a [u8], field: usize) -> Cow<'a, [u8]> {
+        let (c, kind) = self.layout.cats[field];
+        cat_token(kind, self.column(line, c)).unwrap_or(Cow::Borrowed(b""))
+    }
+}
+
+/// The categorical value a column holds: its bytes as they are (`Raw`), or the token derived
+/// from a `YYMMDDHH` timestamp (`Mon`..`Sun`, `00`..`23`); `None` for a bad timestamp. The one
+/// definition both the vocabulary and the cache's hashes come from.
+pub(crate) fn cat_token(kind: CatKind, v: &[u8]) -> Option<Cow<'_, [u8]>> {
+    match kind {
+        CatKind::Raw => Some(Cow::Borrowed(v)),
+        CatKind::DayOfWeek => {
+            parse_yymmddhh(trim(v)).map(|(weekday, _)| Cow::Borrowed(WEEKDAYS[weekday].as_bytes()))
+        }
+        CatKind::HourOfDay => {
+            parse_yymmddhh(trim(v)).map(|(_, hour)| Cow::Owned(format!("{hour:02}").into_bytes()))
+        }
     }
 }
 

@@ -7,10 +7,11 @@ use crate::data::error::{FieldError, InputError};
 use crate::data::fingerprint::{canonical, Fingerprint};
 use crate::data::lines::{count_lines, LineReader};
 use crate::data::parse::{LineParser, Record, Splitter};
-use crate::data::schema::{FormatPlan, InputFormat};
+use crate::data::schema::{CsvSchema, FormatPlan, InputFormat};
 use crate::data::split::{Assigner, Split, SplitCounts, SplitRule};
 use crate::data::synth::SynthConfig;
-use crate::data::vocab::ValueCounts;
+use crate::data::vocab::{ValueCollector, ValueCounts};
+use crate::data::vocab_file::{VocabFile, VOCAB_FILE};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -143,7 +144,8 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     let dense_names = pass.parser.layout().dense_names.clone();
     let mut counts = ValueCounts::new(field_names.len());
     let mut rows = SplitCounts::default();
-    while let Some((pos, rec)) = pass.next()? {
+    while let Some(pos) = pass.next()? {
+        let rec = &pass.rec;
         let split = assigner.assign(pos);
         rows.bump(split);
         if split == Split::Train {
@@ -169,10 +171,18 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     let mut pass = Pass::open(input, &plan, opts.skip_bad_lines, &bar)?;
     let mut idx = vec![0u32; field_names.len()];
     let mut rows2 = SplitCounts::default();
-    while let Some((pos, rec)) = pass.next()? {
+    let mut values = ValueCollector::new(&vocab.cardinalities());
+    while let Some(pos) = pass.next()? {
+        let rec = &pass.rec;
         let split = assigner.assign(pos);
         rows2.bump(split);
         vocab.map_row(&rec.cats, &mut idx);
+        if values.missing() > 0 {
+            let line = pass.line();
+            for (f, &i) in idx.iter().enumerate() {
+                values.offer(f, i, || pass.parser.cat_value(line, f));
+            }
+        }
         writer
             .push(split, &rec.dense, &idx, rec.label)
             .with_context(|| format!("cannot write the cache for {}", opts.out.display()))?;
@@ -185,6 +195,31 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
             rows2.total()
         );
     }
+    if values.missing() > 0 {
+        bail!(
+            "{}: the file changed while it was being prepared ({} vocabulary values not seen \
+             again in pass 2)",
+            input.display(),
+            values.missing()
+        );
+    }
+    let vocab_file = VocabFile::new(
+        opts.format.name(),
+        match &opts.format {
+            InputFormat::Csv { schema } => Some(CsvSchema::from_yaml_file(schema)?),
+            _ => None,
+        },
+        plan.header,
+        pass.parser.layout(),
+        values.into_values(),
+        opts.min_count.max(1),
+    );
+    writer
+        .write_file(
+            VOCAB_FILE,
+            (serde_json::to_string(&vocab_file)? + "\n").as_bytes(),
+        )
+        .with_context(|| format!("cannot write the cache {}", opts.out.display()))?;
     let cardinalities = vocab.cardinalities();
     let freq: Vec<u32> = vocab.freq.concat();
     let meta = CacheMeta {
@@ -266,7 +301,11 @@ struct Pass<'b> {
     parser: LineParser,
     rec: Record,
     /// The first line when it is data (no header): already read to learn the column count.
-    pending: Option<(Vec<u8>, bool)>,
+    first: Vec<u8>,
+    /// `Some(terminated)` while `first` is still to be returned.
+    pending: Option<bool>,
+    /// Whether the line last returned is `first`.
+    on_first: bool,
     next_pos: u64,
     skip: bool,
     skipped: u64,
@@ -292,7 +331,7 @@ impl<'b> Pass<'b> {
         let (header, pending) = if plan.header {
             (Some(splitter.columns_as_strings(&first)), None)
         } else {
-            (None, Some((first, terminated)))
+            (None, Some(terminated))
         };
         let parser = LineParser::new(plan.layout(header, columns, path)?);
         Ok(Pass {
@@ -300,7 +339,9 @@ impl<'b> Pass<'b> {
             rec: parser.new_record(),
             reader,
             parser,
+            first,
             pending,
+            on_first: false,
             next_pos: 0,
             skip,
             skipped: 0,
@@ -309,26 +350,38 @@ impl<'b> Pass<'b> {
         })
     }
 
-    fn next(&mut self) -> Result<Option<(u64, &Record)>> {
+    /// The text of the line last returned by `next`.
+    fn line(&self) -> &[u8] {
+        if self.on_first {
+            &self.first
+        } else {
+            self.reader.current()
+        }
+    }
+
+    /// The data-line position of the next good line, parsed into `self.rec`.
+    fn next(&mut self) -> Result<Option<u64>> {
         loop {
             if self.next_pos.is_multiple_of(16_384) {
                 self.bar
                     .set_position(self.bar_base + self.reader.bytes_read);
             }
-            let owned;
             let (text, number, terminated): (&[u8], u64, bool) = match self.pending.take() {
-                Some((line, terminated)) => {
-                    owned = line;
-                    (&owned, 1, terminated)
+                Some(terminated) => {
+                    self.on_first = true;
+                    (&self.first, 1, terminated)
                 }
-                None => match self
-                    .reader
-                    .next_line()
-                    .with_context(|| format!("cannot read {}", self.file.display()))?
-                {
-                    Some(line) => (line.text, line.number, line.terminated),
-                    None => return Ok(None),
-                },
+                None => {
+                    self.on_first = false;
+                    match self
+                        .reader
+                        .next_line()
+                        .with_context(|| format!("cannot read {}", self.file.display()))?
+                    {
+                        Some(line) => (line.text, line.number, line.terminated),
+                        None => return Ok(None),
+                    }
+                }
             };
             let pos = self.next_pos;
             self.next_pos += 1;
@@ -346,7 +399,7 @@ impl<'b> Pass<'b> {
                 })
             };
             match result {
-                Ok(()) => return Ok(Some((pos, &self.rec))),
+                Ok(()) => return Ok(Some(pos)),
                 Err(_) if self.skip => self.skipped += 1,
                 Err(e) => return Err(e.at(&self.file, number).into()),
             }

@@ -253,7 +253,8 @@ pub(crate) struct Layout {
     /// Whether `"` quoting (RFC 4180, no embedded newlines) is honoured.
     pub quotes: bool,
     pub column_names: Vec<String>,
-    pub label: usize,
+    /// `None` only for serving rows that come without the label column.
+    pub label: Option<usize>,
     pub dense: Vec<(usize, DenseKind)>,
     pub cats: Vec<(usize, CatKind)>,
     pub dense_names: Vec<String>,
@@ -274,7 +275,7 @@ impl Layout {
             delimiter: b'\t',
             quotes: false,
             column_names,
-            label: 0,
+            label: Some(0),
             dense: (1..=CRITEO_DENSE)
                 .map(|c| (c, DenseKind::Log1pInt))
                 .collect(),
@@ -475,7 +476,7 @@ fn resolve(
         delimiter: plan.delimiter,
         quotes: plan.quotes,
         column_names: names,
-        label,
+        label: Some(label),
         dense,
         cats,
         dense_names,

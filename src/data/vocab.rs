@@ -1,6 +1,6 @@
 //! Per-field vocabularies built from training-split value counts. Values are keyed by the 64-bit
 //! hash of their bytes, so memory grows with the number of distinct values, never with the text.
-use crate::data::hash::HashKeyMap;
+use crate::data::hash::{hash_bytes, HashKeyMap};
 
 /// Training-split occurrence counts, per field.
 pub(crate) struct ValueCounts {
@@ -72,6 +72,71 @@ impl Vocab {
     }
 }
 
+impl Vocab {
+    /// The vocabulary whose index `i` of field `f` is `values[f][i]` (index 0, OOV, is `None`).
+    pub(crate) fn from_values(values: &[Vec<Option<Vec<u8>>>]) -> Vocab {
+        let maps = values
+            .iter()
+            .map(|field| {
+                let mut map = HashKeyMap::default();
+                for (i, v) in field.iter().enumerate().skip(1) {
+                    if let Some(v) = v {
+                        map.insert(hash_bytes(v), i as u32);
+                    }
+                }
+                map
+            })
+            .collect();
+        Vocab {
+            maps,
+            freq: values.iter().map(|f| vec![0; f.len()]).collect(),
+        }
+    }
+}
+
+/// The raw value of every vocabulary index, collected while `prepare` writes the cache: a value
+/// is copied the first time its index is written, so memory follows the vocabulary, not the file.
+pub(crate) struct ValueCollector {
+    values: Vec<Vec<Option<Vec<u8>>>>,
+    missing: usize,
+}
+
+impl ValueCollector {
+    pub(crate) fn new(cardinalities: &[usize]) -> ValueCollector {
+        ValueCollector {
+            values: cardinalities.iter().map(|&n| vec![None; n]).collect(),
+            missing: cardinalities.iter().map(|&n| n.saturating_sub(1)).sum(),
+        }
+    }
+
+    /// Records `value` of field `field` at `index` unless it is known (or OOV). `value` is only
+    /// called when needed.
+    pub(crate) fn offer<'a>(
+        &mut self,
+        field: usize,
+        index: u32,
+        value: impl FnOnce() -> std::borrow::Cow<'a, [u8]>,
+    ) {
+        if self.missing == 0 || index == 0 {
+            return;
+        }
+        let slot = &mut self.values[field][index as usize];
+        if slot.is_none() {
+            *slot = Some(value().into_owned());
+            self.missing -= 1;
+        }
+    }
+
+    /// Indices of the training vocabulary never seen (none after a pass over the same rows).
+    pub(crate) fn missing(&self) -> usize {
+        self.missing
+    }
+
+    pub(crate) fn into_values(self) -> Vec<Vec<Option<Vec<u8>>>> {
+        self.values
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +154,21 @@ mod tests {
             vocab.map_row(&[h], &mut out);
             assert_eq!(out[0], want);
         }
+    }
+
+    #[test]
+    fn from_values_maps_back_and_unknown_is_oov() {
+        let values = vec![vec![None, Some(b"a".to_vec()), Some(vec![0xff, 0x00])]];
+        let vocab = Vocab::from_values(&values);
+        let mut out = [9u32];
+        for (v, want) in [(&b"a"[..], 1u32), (&[0xff, 0x00][..], 2), (&b"zz"[..], 0)] {
+            vocab.map_row(&[hash_bytes(v)], &mut out);
+            assert_eq!(out[0], want, "{v:?}");
+        }
+        let mut c = ValueCollector::new(&[3]);
+        c.offer(0, 2, || std::borrow::Cow::Borrowed(&b"x"[..]));
+        c.offer(0, 2, || panic!("already known: not asked again"));
+        c.offer(0, 0, || panic!("OOV has no value"));
+        assert_eq!(c.missing(), 1);
     }
 }

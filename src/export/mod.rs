@@ -9,7 +9,7 @@ use tch::{CModule, Device, Kind, Tensor};
 use crate::analysis::quantize::QuantizedTables;
 use crate::atomic::{write_atomic, PendingFile};
 use crate::config::RunConfig;
-use crate::data::CacheMeta;
+use crate::data::{CacheMeta, VocabFile};
 use crate::experiments::cache_dir;
 use crate::models::{CtrModel, Features, InputShape};
 use crate::torch_error::brief;
@@ -93,6 +93,8 @@ pub fn load_run(dir: &Path, device: Device) -> Result<LoadedRun> {
 pub struct ExportReport {
     pub module: PathBuf,
     pub schema: PathBuf,
+    /// `<stem>.vocab.json`: how raw rows become the module's inputs.
+    pub vocab: PathBuf,
     pub tables: Option<PathBuf>,
     /// Bytes of the collapsed `n x d` embedding tables: Σn·d·4 for f32, Σn·d + 4·F for int8
     /// (codes plus one f32 scale per field). The linear part's one weight per category, which
@@ -135,6 +137,8 @@ pub fn export_run_as(
         refuse_inside(run_dir, t)?;
     }
     let mut run = load_run(run_dir, device)?;
+    // before anything is written: a model that cannot be fed raw rows is not worth exporting
+    let vocab = export_vocab(&run)?;
     // tracing turns the weights into constants, which must not require gradients
     run.model.vs.freeze();
     run.model.collapse();
@@ -204,6 +208,8 @@ pub fn export_run_as(
         serde_json::to_string_pretty(&schema(&run, &names, embedding_bytes, scales.as_deref()))?
             .as_bytes(),
     )?;
+    let vocab_out = vocab_path(out);
+    vocab.write(&vocab_out)?;
     let tables = match tables {
         None => None,
         Some(path) => {
@@ -214,6 +220,7 @@ pub fn export_run_as(
     Ok(ExportReport {
         module: out.to_path_buf(),
         schema: schema_path,
+        vocab: vocab_out,
         tables,
         embedding_bytes,
     })
@@ -251,6 +258,35 @@ fn refuse_inside(run_dir: &Path, out: &Path) -> Result<()> {
 /// `model.pt` → `model.schema.json`.
 pub fn schema_path(out: &Path) -> PathBuf {
     out.with_extension("schema.json")
+}
+
+/// `model.pt` → `model.vocab.json`.
+pub fn vocab_path(out: &Path) -> PathBuf {
+    out.with_extension("vocab.json")
+}
+
+/// The run's data-cache vocabulary, checked against the model, with the hashed fields' buckets.
+fn export_vocab(run: &LoadedRun) -> Result<VocabFile> {
+    let cache = cache_dir(&run.config.data);
+    let mut vocab = VocabFile::of_cache(&cache)
+        .with_context(|| format!("the vocabulary of run {}", run.dir.display()))?;
+    if vocab.cardinalities() != run.shape.cardinalities || vocab.dense.len() != run.shape.num_dense
+    {
+        bail!(
+            "{}: its vocabulary ({} dense, cardinalities {:?}) is not the one run {} was trained \
+             on ({} dense, {:?}); was the cache re-prepared from other data?",
+            cache.display(),
+            vocab.dense.len(),
+            vocab.cardinalities(),
+            run.dir.display(),
+            run.shape.num_dense,
+            run.shape.cardinalities
+        );
+    }
+    for h in &run.shape.hashed {
+        vocab.fields[h.index].hash_buckets = Some(h.buckets);
+    }
+    Ok(vocab)
 }
 
 /// Field and dense-feature names from the run's data cache when it is still there, else
@@ -330,11 +366,11 @@ fn schema(
     json!({
         "inputs": {
             "dense": {"dtype": "float32", "shape": ["batch", run.shape.num_dense], "names": dense,
-                      "preprocessing": "ln(1 + max(x, 0)); missing = 0 (the Criteo convention of `mlet data prepare`)"},
+                      "preprocessing": "per column as `dense[i].transform` in the .vocab.json file beside this model; missing = 0"},
             "cat": {"dtype": "int64", "shape": ["batch", fields.len()], "names": fields,
                     "cardinalities": run.shape.cardinalities,
                     "hashed": run.shape.hashed,
-                    "preprocessing": "field-local index from the training vocabulary of the data cache; 0 = out of vocabulary or rare (below min_count)"},
+                    "preprocessing": "field-local index: position of the raw value in `fields[i].values` of the .vocab.json file beside this model; 0 = out of vocabulary or rare (below min_count)"},
         },
         "output": {"dtype": "float32", "shape": ["batch"], "meaning": "click probability"},
         "model": c.model.name(),
