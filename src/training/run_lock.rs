@@ -15,6 +15,9 @@ pub struct RunLock {
     // never read: while open it holds the flock
     _file: File,
     path: PathBuf,
+    /// The experiment directory when this lock created it: removed again if still empty, so
+    /// that a run refused before training leaves nothing behind.
+    created_dir: Option<PathBuf>,
 }
 
 /// What `RunLock::acquire` found.
@@ -40,6 +43,10 @@ impl RunLock {
     /// Locks the run at `final_dir`, or fails naming the process that trains it.
     pub fn acquire(final_dir: &Path) -> Result<Acquired> {
         let path = Self::path_for(final_dir)?;
+        let created_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+            .map(Path::to_path_buf);
         crate::atomic::ensure_parent(&path)?;
         loop {
             let mut file = OpenOptions::new()
@@ -81,7 +88,11 @@ impl RunLock {
             })();
             written.with_context(|| format!("cannot write {}", path.display()))?;
             return Ok(Acquired {
-                lock: RunLock { _file: file, path },
+                lock: RunLock {
+                    _file: file,
+                    path,
+                    created_dir,
+                },
                 stale_pid,
             });
         }
@@ -115,6 +126,10 @@ impl Drop for RunLock {
         // unlinked while still held; the inode check in `acquire` covers a racing opener
         // (closing `file` afterwards releases the flock)
         let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = &self.created_dir {
+            // fails, as it should, once the directory holds anything
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
