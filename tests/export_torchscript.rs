@@ -8,11 +8,10 @@ use tch::{CModule, Device, Kind, Tensor};
 
 use mlet::analysis::quantize::QuantizedTables;
 use mlet::analysis::AnalysisRun;
-use mlet::config::parse_runs;
 use mlet::data::{Batch, Dataset, Split};
-use mlet::experiments::{cache_dir, run_all, Outcome};
+use mlet::experiments::cache_dir;
 use mlet::export::{export_run, export_run_as, load_run, schema_path, Precision};
-use mlet::training::{predict, RunOptions};
+use mlet::training::predict;
 
 fn train(dir: &Path) -> Vec<PathBuf> {
     let text = format!(
@@ -37,14 +36,7 @@ runs:
         cache = dir.join("cache").display(),
         out = dir.join("runs").display()
     );
-    let specs = parse_runs(&text).unwrap();
-    run_all(&specs, false, &RunOptions { quiet: true })
-        .unwrap()
-        .into_iter()
-        .map(|o| match o {
-            Outcome::Trained(d, _) | Outcome::Skipped(d, _) => d,
-        })
-        .collect()
+    common::train_experiment(&text)
 }
 
 /// Click probabilities of `module` in Python's `torch.jit.load` on `(dense, cat)`.

@@ -8,14 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use tch::{CModule, Device, Kind, Tensor};
 
-use mlet::config::parse_runs;
 use mlet::data::{
     prepare, write_synthetic, Dataset, InputFormat, PrepareOptions, Split, SplitRule, SynthConfig,
     VocabFile, VOCAB_FILE,
 };
-use mlet::experiments::{run_all, Outcome};
 use mlet::export::load_run;
-use mlet::training::{predict, RunOptions};
+use mlet::training::predict;
 
 fn mlet(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mlet"))
@@ -73,15 +71,7 @@ runs:
         cache = cache.display(),
         out = dir.join("runs").display()
     );
-    let specs = parse_runs(&text).unwrap();
-    let _rng = common::rng_lock();
-    run_all(&specs, false, &RunOptions { quiet: true })
-        .unwrap()
-        .into_iter()
-        .map(|o| match o {
-            Outcome::Trained(d, _) | Outcome::Skipped(d, _) => d,
-        })
-        .collect()
+    common::train_experiment(&text)
 }
 
 /// The trained model's click probabilities for every cached row, in raw-file order (the caches

@@ -125,6 +125,21 @@ pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     TESTS_TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Trains every run of the experiment YAML `text` (holding `rng_lock`); returns the run
+/// directories, trained or already there.
+pub fn train_experiment(text: &str) -> Vec<PathBuf> {
+    use mlet::experiments::{run_all, Outcome};
+    let specs = mlet::config::parse_runs(text).unwrap();
+    let _rng = rng_lock();
+    run_all(&specs, false, &mlet::training::RunOptions { quiet: true })
+        .unwrap()
+        .into_iter()
+        .map(|o| match o {
+            Outcome::Trained(d, _) | Outcome::Skipped(d, _) => d,
+        })
+        .collect()
+}
+
 pub fn shape() -> mlet::models::InputShape {
     mlet::models::InputShape {
         num_dense: NUM_DENSE,
