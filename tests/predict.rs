@@ -204,6 +204,30 @@ fn criteo_rows_predict_what_the_model_predicts() {
             None,
         ));
         assert_close(&format!("{name} export"), &got, &exported, 0.0);
+        // a reader that stops early (`| head -1`) ends predict quietly, not with an error
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mlet"))
+            .args([
+                "predict",
+                path(&model),
+                "--input",
+                path(&raw),
+                "--batch-size",
+                "100",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 4];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.is_empty(),
+            "{:?}: {err}",
+            out.status
+        );
 
         // (c) the README's Python snippet on the export equals mlet predict
         let py = python_snippet(dir, &model, &raw);
