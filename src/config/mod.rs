@@ -3,8 +3,10 @@
 mod experiment;
 mod grid;
 mod load;
+mod yaml;
 
 pub use experiment::*;
 pub use load::{
-    load_experiment, load_runs, parse_experiment, parse_runs, ExperimentFile, ReportConfig, RunSpec,
+    load_experiment, load_runs, parse_experiment, parse_runs, ExperimentFile, InitStdSweep,
+    OpenSweep, ReportConfig, RunSpec,
 };

@@ -6,13 +6,14 @@
 //! `docs/data.md`.
 mod batch;
 mod cache;
+mod cache_name;
 mod error;
 pub mod frequency;
 mod hash;
 mod lines;
-mod parse;
+pub(crate) mod parse;
 mod prepare;
-mod schema;
+pub(crate) mod schema;
 mod split;
 mod stats;
 mod synth;
@@ -20,6 +21,7 @@ mod vocab;
 
 pub use batch::Batch;
 pub use cache::{CacheMeta, Dataset, SplitData, CACHE_FORMAT_VERSION};
+pub use cache_name::default_cache_dir;
 pub use error::InputError;
 pub use prepare::{prepare, PrepareOptions, PrepareReport};
 pub use schema::{ColumnRef, ColumnSpec, CsvSchema, InputFormat, Remaining, Transform};
@@ -27,5 +29,5 @@ pub use split::{Split, SplitCounts, SplitRule};
 pub use stats::{cache_stats, CacheStats, FieldStats};
 pub use synth::{
     synthetic_cardinalities, write_synthetic, SynthConfig, SynthRow, Synthesizer,
-    CRITEO_CARDINALITIES, CRITEO_ROWS,
+    CRITEO_CARDINALITIES, CRITEO_ROWS, PILOT_ROWS, POSITIVE_RATE,
 };

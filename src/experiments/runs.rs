@@ -7,28 +7,9 @@ use crate::data::{self, Dataset, InputFormat, PrepareOptions, SplitRule};
 use crate::plots;
 use crate::training::{self, RunDir, RunMetrics, RunOptions};
 
-/// Where a data section's prepared cache lives when it names none.
-pub fn cache_dir(data: &DataConfig) -> PathBuf {
-    if let Some(dir) = &data.cache {
-        return dir.clone();
-    }
-    let root = Path::new("data-cache");
-    if let Some(s) = &data.synthetic {
-        return root.join(format!(
-            "synthetic-rows{}-seed{}-min{}",
-            s.rows, s.seed, data.min_count
-        ));
-    }
-    let raw = data.raw.as_deref().unwrap_or(Path::new("data"));
-    let stem = raw
-        .file_stem()
-        .map_or("data".into(), |s| s.to_string_lossy().into_owned());
-    root.join(format!("{stem}-min{}", data.min_count))
-}
-
 /// Opens the data set of a run, preparing (and for synthetic data, generating) it on first use.
 pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
-    let cache = cache_dir(data);
+    let cache = data.cache_dir();
     if cache.join("meta.json").is_file() {
         return Dataset::open(&cache);
     }

@@ -10,7 +10,6 @@ use crate::analysis::quantize::QuantizedTables;
 use crate::atomic::{write_atomic, PendingFile};
 use crate::config::RunConfig;
 use crate::data::Dataset;
-use crate::experiments::cache_dir;
 use crate::models::{CtrModel, Features, InputShape};
 use crate::torch_error::brief;
 use crate::training::WEIGHTS;
@@ -264,7 +263,7 @@ fn field_names(run: &LoadedRun) -> (Vec<String>, Vec<String>) {
             (1..=run.shape.num_dense).map(|i| format!("I{i}")).collect(),
         )
     };
-    match Dataset::open(&cache_dir(&run.config.data)) {
+    match Dataset::open(&run.config.data.cache_dir()) {
         Ok(d) if d.cardinalities() == run.shape.cardinalities.as_slice() => {
             (d.meta.field_names.clone(), d.meta.dense_names.clone())
         }
@@ -342,7 +341,7 @@ fn schema(
         "embedding": {"dim": c.embedding.dim, "trained_as": c.embedding.kind, "k": c.embedding.k,
                       "collapsed": true, "bytes": embedding_bytes,
                       "quantized": quantized},
-        "data_cache": cache_dir(&c.data),
+        "data_cache": c.data.cache_dir(),
         "min_count": c.data.min_count,
         "source_run": run.dir,
         "versions": crate::training::versions(),
