@@ -115,7 +115,6 @@ mod tests {
             dense: vec![0.5; 3 * 2],
             cat: cat.clone(),
             label: vec![1.0, 0.0, 0.0],
-            ..Default::default()
         };
         let offsets = [0usize, 5, 8];
         let mut rows: Vec<usize> = cat
