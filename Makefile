@@ -12,7 +12,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 CARGO ?= cargo
 MLET := target/release/mlet
 
-.PHONY: all venv build test bench smoke reproduce-fig5 reproduce-fig4 reproduce-fig7 reproduce-table3 reproduce-table5 reproduce-fig8 fmt clippy clean
+.PHONY: all venv build test fuzz bench smoke reproduce-fig5 reproduce-fig4 reproduce-fig7 reproduce-table3 reproduce-table5 reproduce-fig8 fmt clippy clean
 
 all: build
 
@@ -35,6 +35,12 @@ build: $(TORCH_STAMP)
 
 test: $(TORCH_STAMP) $(DEEPCTR_STAMP)
 	MLET_PYTHON=$(abspath $(PYTHON)) $(CARGO) test --release
+
+# Property-based fuzzing of the readers and loaders (src/fuzz.rs) with FUZZ_CASES inputs per
+# target; `make test` runs a few hundred per target.
+FUZZ_CASES ?= 1000000
+fuzz: $(TORCH_STAMP)
+	MLET_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib fuzz:: -- --nocapture
 
 bench: build
 	$(CARGO) bench --bench sparse_step

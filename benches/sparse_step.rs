@@ -66,7 +66,7 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
     let mut opt = Optimizer::new(
         &OptimizerConfig {
             lr: 0.2,
-            ..Default::default()
+            ..mlet::config::Family::Dlrm.optimizer()
         },
         &model.vs,
     );

@@ -12,6 +12,8 @@ pub mod data;
 pub mod embedding;
 pub mod experiments;
 pub mod export;
+#[cfg(test)]
+mod fuzz;
 pub mod layers;
 pub mod metrics;
 pub mod models;

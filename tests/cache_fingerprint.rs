@@ -3,7 +3,7 @@
 //! error saying what differs.
 use mlet::config::{DataConfig, RawFormat};
 use mlet::data::{write_synthetic, Dataset, SynthConfig};
-use mlet::experiments::{cache_dir, open_data};
+use mlet::experiments::open_data;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -60,7 +60,7 @@ fn automatic_names_never_share_or_reuse_a_stale_cache() {
     let a = raw(&tmp.path().join("a/train.tsv"), 300, 1);
     let b = raw(&tmp.path().join("b/train.tsv"), 400, 2);
     let (da, db) = (criteo(&a, None), criteo(&b, None));
-    assert_ne!(cache_dir(&da), cache_dir(&db));
+    assert_ne!(da.cache_dir(), db.cache_dir());
     let ca = open_data(&da, true).unwrap();
     let cb = open_data(&db, true).unwrap();
     assert_eq!(ca.meta.rows.total(), 300);
@@ -75,7 +75,7 @@ fn automatic_names_never_share_or_reuse_a_stale_cache() {
     assert_ne!(labels(&again)[..before.len()], before[..]);
     // and unchanged, reused as it is (meta.json not rewritten)
     let stamp = || {
-        fs::metadata(cache_dir(&da).join("meta.json"))
+        fs::metadata(da.cache_dir().join("meta.json"))
             .unwrap()
             .modified()
             .unwrap()
@@ -92,11 +92,11 @@ fn automatic_names_never_share_or_reuse_a_stale_cache() {
         ..criteo(&csv, None)
     };
     let as_criteo = criteo(&csv, None);
-    assert_ne!(cache_dir(&as_avazu), cache_dir(&as_criteo));
+    assert_ne!(as_avazu.cache_dir(), as_criteo.cache_dir());
     assert_eq!(open_data(&as_avazu, true).unwrap().meta.format, "avazu");
 
     // a cache of an older mlet (no fingerprint) is prepared again, not trusted
-    let dir = cache_dir(&db);
+    let dir = db.cache_dir();
     let meta = dir.join("meta.json");
     let mut json: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&meta).unwrap()).unwrap();

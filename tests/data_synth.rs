@@ -1,7 +1,7 @@
 //! The synthetic Criteo-shaped generator: determinism, format, profile and label signal.
 use mlet::data::{
     prepare, synthetic_cardinalities, write_synthetic, Dataset, InputFormat, PrepareOptions, Split,
-    SynthConfig, SynthRow, Synthesizer, CRITEO_CARDINALITIES,
+    SynthConfig, SynthRow, Synthesizer, CRITEO_CARDINALITIES, PILOT_ROWS, POSITIVE_RATE,
 };
 use std::collections::HashMap;
 use std::fs;
@@ -49,6 +49,16 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
 }
 
+/// Where the positive rate of `rows` generated rows must lie: labels are i.i.d. Bernoulli(r)
+/// with r = POSITIVE_RATE up to the intercept's calibration error on its pilot sample, so the
+/// rate's standard deviation is at most sqrt(r(1 - r)(1/rows + 1/PILOT_ROWS)); 5 of them
+/// (a false alarm about once in 3.5 million).
+fn rate_band(rows: usize) -> std::ops::RangeInclusive<f64> {
+    let r = POSITIVE_RATE;
+    let sd = (r * (1.0 - r) * (1.0 / rows as f64 + 1.0 / PILOT_ROWS as f64)).sqrt();
+    (r - 5.0 * sd)..=(r + 5.0 * sd)
+}
+
 #[test]
 fn raw_format_positive_rate_and_profile() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,7 +93,7 @@ fn raw_format_positive_rate_and_profile() {
     }
     assert_eq!(lines, rows);
     let rate = positives as f64 / rows as f64;
-    assert!((0.18..=0.32).contains(&rate), "positive rate {rate}");
+    assert!(rate_band(rows).contains(&rate), "positive rate {rate}");
     // Profile: small fields keep their real size and are (nearly) fully observed; big fields are
     // scaled down to the floor, heavy-tailed (many singletons) and never exceed their support.
     let support = synthetic_cardinalities(rows);
@@ -183,5 +193,6 @@ fn synthetic_file_prepares_with_day_split() {
     let ds = Dataset::open(&out).unwrap();
     ds.verify().unwrap();
     let rate = ds.split(Split::Train).label.iter().sum::<f32>() / 6_000.0;
-    assert!((0.18..0.32).contains(&rate));
+    let rate = f64::from(rate);
+    assert!(rate_band(6_000).contains(&rate), "positive rate {rate}");
 }

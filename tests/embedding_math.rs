@@ -65,7 +65,7 @@ fn collapsed_model_predicts_what_the_trained_mlet_model_predicts() {
     let mut opt = Optimizer::new(
         &OptimizerConfig {
             lr: 0.1,
-            ..Default::default()
+            ..mlet::config::Family::Dlrm.optimizer()
         },
         &model.vs,
     );
@@ -116,7 +116,7 @@ fn effective_step(lr: f64) -> (Tensor, Tensor) {
     let mut opt = Optimizer::new(
         &OptimizerConfig {
             lr,
-            ..Default::default()
+            ..mlet::config::Family::Dlrm.optimizer()
         },
         &vs,
     );
@@ -208,7 +208,7 @@ fn single_layer_step_touches_only_the_batch_rows() {
     let mut opt = Optimizer::new(
         &OptimizerConfig {
             lr: 0.5,
-            ..Default::default()
+            ..mlet::config::Family::Dlrm.optimizer()
         },
         &vs,
     );

@@ -9,7 +9,6 @@ use tch::{CModule, Device, Kind, Tensor};
 use mlet::analysis::quantize::QuantizedTables;
 use mlet::analysis::AnalysisRun;
 use mlet::data::{Batch, Dataset, Split};
-use mlet::experiments::cache_dir;
 use mlet::export::{export_run, export_run_as, load_run, schema_path, Precision};
 use mlet::training::predict;
 
@@ -244,10 +243,13 @@ fn exported_models_predict_what_the_trained_models_predicted() {
         ratios[0] > 3.2 && ratios[1] > 3.2 && ratios[2] > 2.6,
         "{ratios:?}"
     );
-    let cards: i64 = Dataset::open(&cache_dir(&mlet::config::DataConfig {
-        cache: Some(cache.clone()),
-        ..Default::default()
-    }))
+    let cards: i64 = Dataset::open(
+        &mlet::config::DataConfig {
+            cache: Some(cache.clone()),
+            ..Default::default()
+        }
+        .cache_dir(),
+    )
     .unwrap()
     .cardinalities()
     .iter()

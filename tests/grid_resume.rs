@@ -156,9 +156,30 @@ fn a_killed_grid_resumes_without_lost_or_duplicated_rows() {
     names.dedup();
     assert_eq!(names.len(), 8, "duplicated rows: {names:?}");
     assert!(rows.iter().all(|r| r.test_auc > 0.0 && r.test_auc < 1.0));
-    // the baseline and MLET at the same d keep the same inference size
+    // the baseline and MLET at the same d keep the same inference size (Σn·d), while MLET
+    // trains Σn·k + F·k·d parameters (a table and a projection per field)
+    let ds = mlet::data::Dataset::open(&tmp.path().join("cache")).unwrap();
+    let (sum_n, fields) = (
+        ds.cardinalities().iter().sum::<usize>() as i64,
+        ds.cardinalities().len() as i64,
+    );
     for r in &rows {
-        assert_eq!(r.inference_embedding_params % r.d as i64, 0);
+        let d = r.d as i64;
+        assert_eq!(r.inference_embedding_params, sum_n * d, "{}", r.run);
+        let training = match r.k {
+            None => sum_n * d,
+            Some(k) => sum_n * k as i64 + fields * k as i64 * d,
+        };
+        assert_eq!(r.training_embedding_params, training, "{}", r.run);
+        let twin = |k: Option<usize>| {
+            rows.iter()
+                .find(|o| o.d == r.d && o.seed == r.seed && o.k == k)
+                .unwrap_or_else(|| panic!("no run at d = {}, k = {k:?}", r.d))
+        };
+        assert_eq!(
+            twin(None).inference_embedding_params,
+            twin(Some(8)).inference_embedding_params
+        );
     }
     for f in ["summary.csv", "memory_reduction.csv"] {
         assert!(runs.join(f).is_file(), "{f}");

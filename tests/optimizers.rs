@@ -84,7 +84,7 @@ fn config(kind: OptimizerKind, weight_decay: f64) -> OptimizerConfig {
         embedding_lr: Some(EMBEDDING_LR),
         weight_decay,
         initial_accumulator_value: 0.1,
-        ..Default::default()
+        ..mlet::config::Family::Dlrm.optimizer()
     }
 }
 

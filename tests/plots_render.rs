@@ -72,6 +72,25 @@ fn png_size(path: &Path) -> (u32, u32) {
     (be(&bytes[16..20]), be(&bytes[20..24]))
 }
 
+/// The trimmed content of every `<text>` element of an SVG.
+fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .map(|t| {
+            let body = &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()];
+            body.trim().to_string()
+        })
+        .collect()
+}
+
+/// How many filled `<tag>` elements of colour `fill` an SVG has.
+fn markers(svg: &str, tag: &str, fill: &str) -> usize {
+    svg.split(&format!("<{tag} "))
+        .skip(1)
+        .filter(|e| e[..e.find('>').unwrap()].contains(&format!("fill=\"{fill}\"")))
+        .count()
+}
+
 fn check_pair(paths: &[PathBuf], stem: &Path) {
     assert_eq!(paths.len(), 2, "{paths:?}");
     let png = PathBuf::from(format!("{}.png", stem.display()));
@@ -95,9 +114,30 @@ fn metric_vs_d_renders() {
     let paths = plot_metric_vs_d(&rows, Metric::Auc, &stem, "DLRM on synthetic-300000").unwrap();
     check_pair(&paths, &stem);
     let svg = std::fs::read_to_string(&paths[1]).unwrap();
-    for label in ["baseline", "k=16", "k=64", "k=32", "32"] {
-        assert!(svg.contains(label), "the SVG lacks `{label}`");
-    }
+    let texts = svg_texts(&svg);
+    let has = |t: &str| texts.iter().any(|x| x == t);
+    assert!(has("DLRM on synthetic-300000"), "{texts:?}");
+    assert!(has("embedding dimension d (log₂ scale)"), "{texts:?}");
+    assert!(has("test AUC (mean ± std, 3 seeds)"), "{texts:?}");
+    // one x tick per d run
+    let ticks: Vec<&str> = texts
+        .iter()
+        .map(String::as_str)
+        .filter(|t| ["2", "4", "8", "16", "32", "64"].contains(t))
+        .collect();
+    assert_eq!(ticks, ["4", "8", "16", "32"], "{texts:?}");
+    // the legend: the baseline, then k ascending
+    let legend: Vec<&str> = texts
+        .iter()
+        .map(String::as_str)
+        .filter(|t| *t == "baseline" || t.starts_with("k="))
+        .collect();
+    assert_eq!(legend, ["baseline", "k=16", "k=32", "k=64"], "{texts:?}");
+    // a marker per point plus one in the legend: baseline squares and k = 16 circles at the
+    // four d, k = 32 (the σ sweep, d = 16 only) triangles at one
+    assert_eq!(markers(&svg, "rect", "#000000"), 4 + 1);
+    assert_eq!(markers(&svg, "circle", "#1F77B4"), 4 + 1);
+    assert_eq!(markers(&svg, "polygon", "#FF7F0E"), 1 + 1);
     let stem = dir.path().join("fig5.logloss");
     let paths = plot_metric_vs_d(&rows, Metric::LogLoss, &stem, "LogLoss").unwrap();
     check_pair(&paths, &stem);

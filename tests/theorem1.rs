@@ -47,7 +47,7 @@ fn sgd_step(lr: f64, cards: &[usize], d: usize, k: usize) -> Vec<FieldStep> {
     let mut opt = Optimizer::new(
         &OptimizerConfig {
             lr,
-            ..Default::default()
+            ..mlet::config::Family::Dlrm.optimizer()
         },
         &vs,
     );

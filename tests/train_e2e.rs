@@ -279,20 +279,49 @@ fn cli_reports_bad_experiment_files_without_panicking() {
 
 #[test]
 fn cli_rejects_an_unusable_cuda_request() {
-    if tch::Cuda::is_available() {
-        return; // only meaningful where no GPU is visible, as on CI
-    }
+    let count = if tch::Cuda::is_available() {
+        tch::Cuda::device_count()
+    } else {
+        0
+    };
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("e.yaml");
-    std::fs::write(&path, experiment(tmp.path(), "")).unwrap();
-    let out = mlet_bin()
-        .args(["train", "--device", "cuda", "--quiet"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    std::fs::write(&path, experiment(tmp.path(), "").replace("40000", "2000")).unwrap();
+    let train = |device: &str| {
+        mlet_bin()
+            .args(["train", "--device", device, "--quiet"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    // one past the last visible GPU is never usable, with or without GPUs
+    let spec = format!("cuda:{count}");
+    let out = train(&spec);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("CUDA"), "{stderr}");
+    assert!(!out.status.success(), "{spec} was accepted");
+    assert!(
+        stderr.contains(&format!("`{spec}`"))
+            && stderr.contains(&format!("sees {count} usable CUDA")),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("runs/e2e/default").exists());
+    // plain `cuda`: an error without a GPU, a run on GPU 0 with one
+    let out = train("cuda");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if count == 0 {
+        assert!(!out.status.success(), "cuda was accepted without a GPU");
+        assert!(
+            stderr.contains("`cuda:0`") && stderr.contains("CUDA"),
+            "{stderr}"
+        );
+    } else {
+        assert!(out.status.success(), "{stderr}");
+        let run: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(tmp.path().join("runs/e2e/default/run.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(run["device"], "cuda:0", "{run}");
+    }
 }
 
 #[test]

@@ -14,7 +14,6 @@ use tch::{Device, Tensor};
 
 use crate::atomic::write_atomic;
 use crate::data::{Dataset, Split};
-use crate::experiments::cache_dir;
 use crate::export::{load_run, LoadedRun};
 use crate::metrics::{self, Metrics};
 use crate::results::{model_dataset_pairs, read_results_csv, ResultRow};
@@ -66,7 +65,7 @@ impl AnalysisRun {
     pub fn open(dir: &Path, device: Device) -> Result<AnalysisRun> {
         let out = Self::open_tables(dir, device)?;
         if out.dataset.is_none() {
-            let cache = cache_dir(&out.run.config.data);
+            let cache = out.run.config.data.cache_dir();
             let why = match Dataset::open(&cache) {
                 Err(e) => format!("{e:#}"),
                 Ok(_) => "its cardinalities differ from the run's".to_string(),
@@ -87,7 +86,7 @@ impl AnalysisRun {
         let mut run = load_run(dir, device)?;
         run.model.vs.freeze();
         run.model.collapse();
-        let dataset = Dataset::open(&cache_dir(&run.config.data))
+        let dataset = Dataset::open(&run.config.data.cache_dir())
             .ok()
             .filter(|d| d.cardinalities() == run.shape.cardinalities.as_slice());
         let field_names = match &dataset {

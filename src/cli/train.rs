@@ -4,7 +4,6 @@ use clap::Args;
 use std::path::PathBuf;
 
 use super::{OverrideArgs, Verbosity};
-use crate::config::load_runs;
 use crate::experiments::{self, Outcome, Overrides};
 use crate::training::RunOptions;
 
@@ -27,7 +26,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs, verbosity: Verbosity) -> Result<()> {
-    let mut specs = load_runs(&args.experiment)?;
+    let mut specs = experiments::load_experiment(&args.experiment)?.runs;
     if !args.runs.is_empty() {
         for name in &args.runs {
             if !specs.iter().any(|s| &s.run == name) {

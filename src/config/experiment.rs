@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-use crate::data::SynthConfig;
+use crate::data::{InputFormat, SynthConfig};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -13,8 +13,9 @@ pub struct RunConfig {
     pub data: DataConfig,
     pub model: ModelConfig,
     pub embedding: EmbeddingConfig,
-    #[serde(default)]
+    /// Absent in an experiment file: the model family's (see [`Family`]).
     pub optimizer: OptimizerConfig,
+    /// Keys absent in an experiment file: the model family's (see [`Family`]).
     #[serde(default)]
     pub training: TrainingConfig,
     #[serde(default)]
@@ -29,23 +30,56 @@ fn default_output() -> PathBuf {
 
 /// Where the examples come from. A prepared cache at `cache` is used as it is; otherwise it is
 /// prepared there from `raw` (a file in `format`) or from the synthetic generator.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    #[serde(default)]
     pub synthetic: Option<SynthConfig>,
-    #[serde(default)]
     pub raw: Option<PathBuf>,
-    #[serde(default)]
     pub format: Option<RawFormat>,
     /// Column schema for `format: csv`.
-    #[serde(default)]
     pub schema: Option<PathBuf>,
-    #[serde(default)]
     pub cache: Option<PathBuf>,
     /// Categories seen fewer times in training map to the out-of-vocabulary row.
-    #[serde(default = "one")]
     pub min_count: u32,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            synthetic: None,
+            raw: None,
+            format: None,
+            schema: None,
+            cache: None,
+            min_count: 1,
+        }
+    }
+}
+
+impl DataConfig {
+    /// The prepared cache: `cache` when given, else where the data set's is by default.
+    pub fn cache_dir(&self) -> PathBuf {
+        match &self.cache {
+            Some(dir) => dir.clone(),
+            None => crate::data::default_cache_dir(
+                self.synthetic.as_ref(),
+                self.raw.as_deref(),
+                self.input_format().as_ref(),
+                self.min_count,
+            ),
+        }
+    }
+
+    /// How `raw` is read (None: no format given, or `csv` without its schema).
+    pub fn input_format(&self) -> Option<InputFormat> {
+        Some(match self.format? {
+            RawFormat::Criteo => InputFormat::Criteo,
+            RawFormat::Avazu => InputFormat::Avazu,
+            RawFormat::Csv => InputFormat::Csv {
+                schema: self.schema.clone()?,
+            },
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -54,10 +88,6 @@ pub enum RawFormat {
     Criteo,
     Avazu,
     Csv,
-}
-
-fn one() -> u32 {
-    1
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -152,32 +182,25 @@ pub enum ModelConfig {
 /// penalties apply to the rows a batch looks up (and MLET's projections), not to whole tables,
 /// so that updates stay sparse: a departure from DeepCTR-Torch, which penalises every row.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct L2Config {
-    #[serde(default = "l2_default")]
     pub embedding: f64,
-    #[serde(default = "l2_default")]
     pub linear: f64,
-    #[serde(default)]
     pub dnn: f64,
     /// Cross network (DCN, default 1e-5) or CIN (xDeepFM, default 0) weights.
-    #[serde(default)]
     pub interaction: Option<f64>,
 }
 
+/// DeepCTR-Torch's `l2_reg_embedding`, `l2_reg_linear` and `l2_reg_dnn`.
 impl Default for L2Config {
     fn default() -> Self {
         L2Config {
-            embedding: l2_default(),
-            linear: l2_default(),
+            embedding: 1e-5,
+            linear: 1e-5,
             dnn: 0.0,
             interaction: None,
         }
     }
-}
-
-fn l2_default() -> f64 {
-    1e-5
 }
 fn dnn_256_128() -> Vec<usize> {
     vec![256, 128]
@@ -190,6 +213,9 @@ fn dnn_128_128() -> Vec<usize> {
 }
 fn cin_256_128() -> Vec<usize> {
     vec![256, 128]
+}
+fn yes() -> bool {
+    true
 }
 fn two() -> usize {
     2
@@ -220,6 +246,10 @@ impl ModelConfig {
             ModelConfig::Autoint { .. } => "autoint",
             ModelConfig::Nfm { .. } => "nfm",
         }
+    }
+
+    pub fn family(&self) -> Family {
+        Family::of_kind(self.name())
     }
 
     /// The L2 settings (DLRM has none).
@@ -347,7 +377,7 @@ impl HashConfig {
 }
 
 fn default_init_std() -> f64 {
-    0.25
+    EmbeddingConfig::DEFAULT_INIT_STD
 }
 
 fn default_table_std() -> f64 {
@@ -355,6 +385,9 @@ fn default_table_std() -> f64 {
 }
 
 impl EmbeddingConfig {
+    /// σ of MLET's projection when none is given: the paper's DLRM setting.
+    pub const DEFAULT_INIT_STD: f64 = 0.25;
+
     /// The inner width of the trained table: k for MLET, d otherwise.
     pub fn width(&self) -> usize {
         match self.kind {
@@ -373,7 +406,8 @@ pub enum OptimizerKind {
 }
 
 /// The optimizer. Embedding rows are always updated sparsely (only the rows a batch touched,
-/// with lazy, row-wise state for Adagrad and Adam).
+/// with lazy, row-wise state for Adagrad and Adam). `kind` and `lr` are required in a section
+/// that names another optimizer than the model family's default ([`Family::optimizer`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerConfig {
@@ -400,11 +434,12 @@ fn default_betas() -> [f64; 2] {
     [0.9, 0.999]
 }
 
-impl Default for OptimizerConfig {
-    fn default() -> Self {
+impl OptimizerConfig {
+    /// `kind` at `lr` with every other setting at its default (torch.optim's).
+    pub fn new(kind: OptimizerKind, lr: f64) -> OptimizerConfig {
         OptimizerConfig {
-            kind: OptimizerKind::Sgd,
-            lr: 0.2,
+            kind,
+            lr,
             embedding_lr: None,
             weight_decay: 0.0,
             eps: None,
@@ -434,35 +469,27 @@ pub enum LossReduction {
     Sum,
 }
 
+/// Absent keys take [`Default`] (DLRM's); an experiment file's absent keys take its model
+/// family's ([`Family::training`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainingConfig {
-    #[serde(default = "one_usize")]
     pub epochs: usize,
-    #[serde(default = "default_batch")]
     pub batch_size: usize,
-    #[serde(default = "one_u64")]
     pub seed: u64,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    #[serde(default = "default_device")]
     pub device: String,
     /// libtorch intra-op threads; all cores when absent.
-    #[serde(default)]
     pub threads: Option<usize>,
     /// Shuffle the training rows each epoch (seeded).
-    #[serde(default = "yes")]
     pub shuffle: bool,
     /// Write a training-log line every this many batches.
-    #[serde(default = "default_log_every")]
     pub log_every: usize,
     /// Stop after this many batches (for quick checks); the whole epoch when absent.
-    #[serde(default)]
     pub max_steps: Option<usize>,
-    #[serde(default)]
     pub loss_reduction: LossReduction,
     /// Write a resumable checkpoint into the partial run directory every this many steps
     /// (see docs/training.md); none when absent.
-    #[serde(default)]
     pub checkpoint_every: Option<usize>,
 }
 
@@ -470,12 +497,12 @@ impl Default for TrainingConfig {
     fn default() -> Self {
         TrainingConfig {
             epochs: 1,
-            batch_size: default_batch(),
+            batch_size: 128,
             seed: 1,
-            device: default_device(),
+            device: "cpu".into(),
             threads: None,
             shuffle: true,
-            log_every: default_log_every(),
+            log_every: 200,
             max_steps: None,
             loss_reduction: LossReduction::Mean,
             checkpoint_every: None,
@@ -483,42 +510,56 @@ impl Default for TrainingConfig {
     }
 }
 
-fn one_usize() -> usize {
-    1
+/// Where a model's training defaults come from: the setting its paper trained it with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// DLRM as the MLET paper trains it: SGD at lr 0.2, batch 128, mean loss over the batch.
+    Dlrm,
+    /// WDL, DeepFM, xDeepFM, DCN, AutoInt, NFM as the MLET paper trains them: Adagrad at lr 0.02
+    /// (paper 001), and DeepCTR-Torch 0.3.0's `fit`: batch 256, loss summed over the batch
+    /// (`reduction='sum'`), which its L2 coefficients (1e-5) are scaled for.
+    DeepCtr,
 }
-fn one_u64() -> u64 {
-    1
-}
-fn yes() -> bool {
-    true
-}
-fn default_batch() -> usize {
-    128
-}
-fn default_device() -> String {
-    "cpu".into()
-}
-fn default_log_every() -> usize {
-    200
+
+impl Family {
+    /// The family of `model.kind` (an unknown kind is rejected when the model is read).
+    pub fn of_kind(kind: &str) -> Family {
+        if kind == "dlrm" {
+            Family::Dlrm
+        } else {
+            Family::DeepCtr
+        }
+    }
+
+    pub fn optimizer(self) -> OptimizerConfig {
+        match self {
+            Family::Dlrm => OptimizerConfig::new(OptimizerKind::Sgd, 0.2),
+            Family::DeepCtr => OptimizerConfig::new(OptimizerKind::Adagrad, 0.02),
+        }
+    }
+
+    pub fn training(self) -> TrainingConfig {
+        match self {
+            Family::Dlrm => TrainingConfig::default(),
+            Family::DeepCtr => TrainingConfig {
+                batch_size: 256,
+                loss_reduction: LossReduction::Sum,
+                ..TrainingConfig::default()
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
-    #[serde(default = "default_eval_batch")]
     pub batch_size: usize,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig {
-            batch_size: default_eval_batch(),
-        }
+        EvalConfig { batch_size: 8192 }
     }
-}
-
-fn default_eval_batch() -> usize {
-    8192
 }
 
 impl RunConfig {

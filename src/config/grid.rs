@@ -4,6 +4,8 @@
 use anyhow::{bail, Result};
 use serde_yaml::{Mapping, Value};
 
+use super::yaml::{merge, nested};
+
 /// Named axes and the settings they set; any other axis must be a dotted key path.
 const AXES: &[(&str, &str)] = &[
     ("d", "embedding.dim"),
@@ -52,7 +54,7 @@ pub fn expand(grid: &Value) -> Result<Vec<GridPoint>> {
                 let (axis_patch, token) =
                     axis_patch(axis, v).map_err(|e| anyhow::anyhow!("grid.{axis}[{i}]: {e}"))?;
                 let mut merged = patch.clone();
-                super::load::merge(&mut merged, axis_patch);
+                merge(&mut merged, axis_patch);
                 let mut tokens = tokens.clone();
                 tokens.push((axis.clone(), token));
                 next.push((tokens, merged));
@@ -91,7 +93,7 @@ fn axis_patch(axis: &str, v: &Value) -> Result<(Value, String), String> {
             ),
             Value::Number(_) => {
                 let mut p = at("embedding.kind", Value::String("mlet".into()));
-                super::load::merge(&mut p, at("embedding.k", v.clone()));
+                merge(&mut p, at("embedding.k", v.clone()));
                 (p, format!("k{token}"))
             }
             _ => return Err("expected `baseline` or an inner dimension".into()),
@@ -125,12 +127,4 @@ fn scalar_token(v: &Value) -> Result<String, String> {
             }
         })
         .collect())
-}
-
-fn nested(path: &str, value: Value) -> Value {
-    path.rsplit('.').fold(value, |inner, key| {
-        let mut m = Mapping::new();
-        m.insert(Value::String(key.to_string()), inner);
-        Value::Mapping(m)
-    })
 }

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 use std::path::{Path, PathBuf};
 
-use super::RunConfig;
+use super::yaml::merge;
+use super::{Family, RunConfig};
 
 /// One run of an experiment file: its name (unique within the file) and resolved settings.
 #[derive(Clone, Debug)]
@@ -16,35 +17,44 @@ pub struct RunSpec {
 
 /// What a grid writes when it finishes (the `report:` section).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReportConfig {
     /// Where figures go.
-    #[serde(default = "default_plots_dir")]
     pub plots_dir: PathBuf,
     /// File-name prefix of the figures; the experiment name when absent.
-    #[serde(default)]
     pub prefix: Option<String>,
     /// Render figures at the end of `mlet grid`.
-    #[serde(default = "yes")]
     pub figures: bool,
 }
 
 impl Default for ReportConfig {
     fn default() -> Self {
         ReportConfig {
-            plots_dir: default_plots_dir(),
+            plots_dir: PathBuf::from("plots"),
             prefix: None,
             figures: true,
         }
     }
 }
 
-fn default_plots_dir() -> PathBuf {
-    PathBuf::from("plots")
+/// The σ sweep that `embedding.init_std: best` draws on (the file `best_init_std_from` names).
+/// Reading it and choosing from it belong to the sweep's results (`results::BestSigmas`), so
+/// that config does not depend on results; config only finds the key.
+pub trait InitStdSweep {
+    /// The σ for an MLET run of `model` with inner dimension `k` at embedding dimension `d`.
+    fn best_init_std(&self, model: &str, d: Option<u64>, k: u64) -> Result<f64>;
 }
 
-fn yes() -> bool {
-    true
+/// Opens the sweep that `best_init_std_from: PATH` names.
+pub type OpenSweep<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn InitStdSweep>>;
+
+/// For readers without σ sweeps (tests, tools): `best_init_std_from` is an error.
+fn no_sweeps(path: &Path) -> Result<Box<dyn InitStdSweep>> {
+    bail!(
+        "best_init_std_from: {}: σ sweeps are read by `mlet train` and `mlet grid` \
+         (mlet::experiments::load_experiment)",
+        path.display()
+    )
 }
 
 /// A parsed experiment file.
@@ -54,22 +64,25 @@ pub struct ExperimentFile {
     pub report: ReportConfig,
 }
 
-pub fn load_experiment(path: &Path) -> Result<ExperimentFile> {
+pub fn load_experiment(path: &Path, sweeps: OpenSweep) -> Result<ExperimentFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read experiment file {}", path.display()))?;
-    parse_experiment(&text).map_err(|e| anyhow!("{}: {e:#}", path.display()))
+    parse_experiment(&text, sweeps).map_err(|e| anyhow!("{}: {e:#}", path.display()))
 }
 
+/// The runs of an experiment file that does not use `init_std: best`.
 pub fn load_runs(path: &Path) -> Result<Vec<RunSpec>> {
-    Ok(load_experiment(path)?.runs)
+    Ok(load_experiment(path, &no_sweeps)?.runs)
 }
 
+/// The runs of an experiment's text that does not use `init_std: best`.
 pub fn parse_runs(text: &str) -> Result<Vec<RunSpec>> {
-    Ok(parse_experiment(text)?.runs)
+    Ok(parse_experiment(text, &no_sweeps)?.runs)
 }
 
 /// Parses an experiment's YAML text; errors name the key path (`runs[1].embedding.k: ...`).
-pub fn parse_experiment(text: &str) -> Result<ExperimentFile> {
+/// `sweeps` opens the file a top-level `best_init_std_from` names.
+pub fn parse_experiment(text: &str, sweeps: OpenSweep) -> Result<ExperimentFile> {
     super::yaml_depth::check_depth(text).map_err(|e| anyhow!("not valid YAML: {e}"))?;
     let mut base: Value = serde_yaml::from_str(text).context("not valid YAML")?;
     let Value::Mapping(map) = &mut base else {
@@ -82,7 +95,7 @@ pub fn parse_experiment(text: &str) -> Result<ExperimentFile> {
     };
     let best_sigmas = match map.remove("best_init_std_from") {
         None => None,
-        Some(Value::String(path)) => Some(BestSigmas::load(Path::new(&path))?),
+        Some(Value::String(path)) => Some(sweeps(Path::new(&path))?),
         Some(_) => bail!("best_init_std_from: expected the path of a best_init_std.json"),
     };
     let runs = map.remove("runs");
@@ -132,8 +145,9 @@ pub fn parse_experiment(text: &str) -> Result<ExperimentFile> {
         }
         let mut merged = base.clone();
         merge(&mut merged, patch);
-        resolve_best_init_std(&mut merged, best_sigmas.as_ref())
+        resolve_best_init_std(&mut merged, best_sigmas.as_deref())
             .map_err(|e| anyhow!("run {run}: embedding.init_std: {e}"))?;
+        apply_family_defaults(&mut merged);
         let where_ = if run == "default" {
             String::new()
         } else if grid.is_some() {
@@ -159,36 +173,8 @@ pub fn parse_experiment(text: &str) -> Result<ExperimentFile> {
     })
 }
 
-/// The best σ per (model, d, k) found by an earlier σ sweep (`best_init_std.json` of a grid).
-struct BestSigmas {
-    path: PathBuf,
-    entries: Vec<crate::results::BestSigma>,
-}
-
-impl BestSigmas {
-    fn load(path: &Path) -> Result<BestSigmas> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "best_init_std_from: cannot read {} (run the σ sweep first)",
-                path.display()
-            )
-        })?;
-        let entries = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "best_init_std_from: {} is not a best_init_std.json",
-                path.display()
-            )
-        })?;
-        Ok(BestSigmas {
-            path: path.to_path_buf(),
-            entries,
-        })
-    }
-}
-
-/// Replaces `embedding.init_std: best` by the best σ of the sweep for the run's model and k:
-/// the entry at the same d when there is one, else the best over all d.
-fn resolve_best_init_std(run: &mut Value, best: Option<&BestSigmas>) -> Result<()> {
+/// Replaces `embedding.init_std: best` by the sweep's σ for the run's model, d and k.
+fn resolve_best_init_std(run: &mut Value, sweep: Option<&dyn InitStdSweep>) -> Result<()> {
     let is_best = run
         .get("embedding")
         .and_then(|e| e.get("init_std"))
@@ -196,7 +182,7 @@ fn resolve_best_init_std(run: &mut Value, best: Option<&BestSigmas>) -> Result<(
     if !is_best {
         return Ok(());
     }
-    let Some(best) = best else {
+    let Some(sweep) = sweep else {
         bail!("`best` needs a top-level best_init_std_from: PATH (a σ sweep's best_init_std.json)");
     };
     let model = run
@@ -207,32 +193,42 @@ fn resolve_best_init_std(run: &mut Value, best: Option<&BestSigmas>) -> Result<(
     let emb = run.get("embedding");
     let k = emb.and_then(|e| e.get("k")).and_then(Value::as_u64);
     let d = emb.and_then(|e| e.get("dim")).and_then(Value::as_u64);
-    let Some(k) = k else {
+    let sigma = match k {
         // a single-layer run has no projection; σ is irrelevant
-        run["embedding"]["init_std"] = Value::from(0.25);
-        return Ok(());
+        None => super::EmbeddingConfig::DEFAULT_INIT_STD,
+        Some(k) => sweep.best_init_std(model, d, k)?,
     };
-    let candidates: Vec<&crate::results::BestSigma> = best
-        .entries
-        .iter()
-        .filter(|b| b.model == model && b.k as u64 == k)
-        .collect();
-    let chosen = candidates
-        .iter()
-        .find(|b| Some(b.d as u64) == d)
-        .or_else(|| {
-            candidates
-                .iter()
-                .max_by(|a, b| a.auc_mean.total_cmp(&b.auc_mean))
-        })
-        .with_context(|| {
-            format!(
-                "`best`: {} has no entry for model {model} with k = {k}",
-                best.path.display()
-            )
-        })?;
-    run["embedding"]["init_std"] = Value::from(chosen.init_std);
+    run["embedding"]["init_std"] = Value::from(sigma);
     Ok(())
+}
+
+/// Fills what a run leaves out of `optimizer` and `training` with its model family's defaults
+/// ([`Family`]). An `optimizer` naming another kind than the family's is taken as it is: the
+/// family's learning rate means nothing to another optimizer.
+fn apply_family_defaults(run: &mut Value) {
+    let Value::Mapping(map) = run else { return };
+    let kind = map
+        .get("model")
+        .and_then(|m| m.get("kind"))
+        .and_then(Value::as_str)
+        .unwrap_or("dlrm");
+    let family = Family::of_kind(kind);
+    let plain = "plain structs serialize";
+    let mut training = serde_yaml::to_value(family.training()).expect(plain);
+    let mut optimizer = serde_yaml::to_value(family.optimizer()).expect(plain);
+    if let Some(user) = map.remove("training") {
+        merge(&mut training, user);
+    }
+    if let Some(user) = map.remove("optimizer") {
+        let own_kind = user.get("kind").is_none() || user.get("kind") == optimizer.get("kind");
+        if own_kind {
+            merge(&mut optimizer, user);
+        } else {
+            optimizer = user;
+        }
+    }
+    map.insert("training".into(), training);
+    map.insert("optimizer".into(), optimizer);
 }
 
 fn display_path<E>(e: &serde_path_to_error::Error<E>) -> String {
@@ -264,29 +260,6 @@ fn valid_run_name(s: &str) -> bool {
         && s != ".."
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
-/// Recursive merge: mappings merge key by key, anything else replaces. A `model` whose `kind`
-/// changes (`model: {kind: deepfm}` over a DLRM) replaces the old one: the old model's
-/// settings mean nothing to the new one.
-pub(super) fn merge(base: &mut Value, patch: Value) {
-    match (base, patch) {
-        (Value::Mapping(b), Value::Mapping(p)) => {
-            for (k, v) in p {
-                let new_model = k.as_str() == Some("model")
-                    && v.get("kind").is_some()
-                    && b.get(&k).and_then(|m| m.get("kind")) != v.get("kind");
-                match b.get_mut(&k) {
-                    Some(slot) if new_model => *slot = v,
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
-    }
 }
 
 #[cfg(test)]
@@ -408,44 +381,55 @@ embedding: {dim: 8}
         assert_eq!(runs[1].run, "batch_size256");
     }
 
+    /// σ = d / 100 for k = 32, nothing else: checks the plumbing, not a sweep's choice.
+    struct FakeSweep;
+    impl InitStdSweep for FakeSweep {
+        fn best_init_std(&self, model: &str, d: Option<u64>, k: u64) -> Result<f64> {
+            assert_eq!(model, "dlrm");
+            if k != 32 {
+                bail!("no entry for k = {k}");
+            }
+            Ok(d.unwrap() as f64 / 100.0)
+        }
+    }
+
     #[test]
-    fn best_init_std_comes_from_a_sweep() {
-        let dir = std::env::temp_dir().join(format!("mlet-best-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("best_init_std.json");
-        let entry = |d: usize, sigma: f64, auc: f64| {
-            format!(
-                "{{\"model\":\"dlrm\",\"dataset\":\"s\",\"d\":{d},\"k\":32,\"init_std\":{sigma},\
-                 \"lr\":0.2,\"optimizer\":\"sgd\",\"auc_mean\":{auc},\"auc_std\":0.0,\"count\":3,\
-                 \"sigmas_tried\":5}}"
-            )
-        };
-        std::fs::write(
-            &path,
-            format!("[{},{}]", entry(16, 0.1, 0.7), entry(8, 0.5, 0.71)),
-        )
-        .unwrap();
+    fn init_std_best_asks_the_sweep_the_file_names() {
         let text = format!(
-            "{BASE}best_init_std_from: {}\ngrid:\n  d: [8, 16, 4]\n  k: [baseline, 32]\n  init_std: [best]\n",
-            path.display()
+            "{BASE}best_init_std_from: sweep.json\ngrid:\n  d: [8, 16]\n  k: [baseline, 32]\n  init_std: [best]\n"
         );
-        let runs = parse_runs(&text).unwrap();
+        let opened = std::cell::Cell::new(0);
+        let open = |p: &Path| -> Result<Box<dyn InitStdSweep>> {
+            assert_eq!(p, Path::new("sweep.json"));
+            opened.set(opened.get() + 1);
+            Ok(Box::new(FakeSweep))
+        };
+        let runs = parse_experiment(&text, &open).unwrap().runs;
+        assert_eq!(opened.get(), 1);
         let sigma = |name: &str| {
-            runs.iter()
-                .find(|r| r.run == name)
-                .unwrap()
+            let r = runs.iter().find(|r| r.run == name);
+            r.unwrap_or_else(|| panic!("no run {name}"))
                 .config
                 .embedding
                 .init_std
         };
-        assert_eq!(sigma("d16-k32-sigmabest"), 0.1);
-        assert_eq!(sigma("d8-k32-sigmabest"), 0.5);
-        // no entry at d = 4: the best over all d
-        assert_eq!(sigma("d4-k32-sigmabest"), 0.5);
-        let missing = text.replace("k: [baseline, 32]", "k: [64]");
-        let msg = format!("{:#}", parse_runs(&missing).unwrap_err());
-        assert!(msg.contains("k = 64"), "{msg}");
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(sigma("d8-k32-sigmabest"), 0.08);
+        assert_eq!(sigma("d16-k32-sigmabest"), 0.16);
+        assert_eq!(
+            sigma("d8-baseline"),
+            crate::config::EmbeddingConfig::DEFAULT_INIT_STD
+        );
+        let msg = format!(
+            "{:#}",
+            parse_experiment(&text.replace("[baseline, 32]", "[64]"), &open).unwrap_err()
+        );
+        assert!(
+            msg.contains("embedding.init_std") && msg.contains("k = 64"),
+            "{msg}"
+        );
+        // without a sweep reader, `best_init_std_from` is an error, not a silent σ
+        let msg = format!("{:#}", parse_runs(&text).unwrap_err());
+        assert!(msg.contains("best_init_std_from"), "{msg}");
     }
 
     #[test]
@@ -459,6 +443,57 @@ embedding: {dim: 8}
             matches!(&runs[0].config.model, crate::config::ModelConfig::Dlrm { bottom_mlp, top_mlp } if bottom_mlp == &[4] && top_mlp == &[8])
         );
         assert_eq!(runs[1].config.model.name(), "wdl");
+    }
+
+    #[test]
+    fn each_model_family_gets_its_papers_defaults() {
+        use crate::config::{LossReduction, OptimizerKind};
+        let text = format!(
+            "{BASE}runs:\n  - name: dlrm\n  - name: deepfm\n    model: {{kind: deepfm}}\n  \
+             - name: nfm-b512\n    model: {{kind: nfm}}\n    training: {{batch_size: 512}}\n  \
+             - name: dcn-lr\n    model: {{kind: dcn}}\n    optimizer: {{lr: 0.05}}\n  \
+             - name: wdl-adam\n    model: {{kind: wdl}}\n    optimizer: {{kind: adam, lr: 0.001}}\n"
+        );
+        let runs = parse_runs(&text).unwrap();
+        let get = |name: &str| &runs.iter().find(|r| r.run == name).unwrap().config;
+        // DLRM: the MLET paper's SGD at 0.2, batch 128, mean loss
+        let dlrm = get("dlrm");
+        assert_eq!(
+            (dlrm.optimizer.kind, dlrm.optimizer.lr),
+            (OptimizerKind::Sgd, 0.2)
+        );
+        assert_eq!(dlrm.training.batch_size, 128);
+        assert_eq!(dlrm.training.loss_reduction, LossReduction::Mean);
+        // DeepCTR family: Adagrad at 0.02 (paper 001), DeepCTR-Torch's batch 256 and summed loss
+        let deepfm = get("deepfm");
+        assert_eq!(
+            (deepfm.optimizer.kind, deepfm.optimizer.lr),
+            (OptimizerKind::Adagrad, 0.02)
+        );
+        assert_eq!(deepfm.optimizer, Family::DeepCtr.optimizer());
+        assert_eq!(deepfm.training.batch_size, 256);
+        assert_eq!(deepfm.training.loss_reduction, LossReduction::Sum);
+        assert_eq!(deepfm.model.l2().embedding, 1e-5);
+        // a key given keeps the family's other defaults
+        let nfm = get("nfm-b512");
+        assert_eq!(nfm.training.batch_size, 512);
+        assert_eq!(nfm.training.loss_reduction, LossReduction::Sum);
+        let dcn = get("dcn-lr");
+        assert_eq!(
+            (dcn.optimizer.kind, dcn.optimizer.lr),
+            (OptimizerKind::Adagrad, 0.05)
+        );
+        // another optimizer is taken as written, not mixed with the family's
+        let wdl = get("wdl-adam");
+        assert_eq!(
+            (wdl.optimizer.kind, wdl.optimizer.lr),
+            (OptimizerKind::Adam, 0.001)
+        );
+        let msg = format!(
+            "{:#}",
+            parse_runs(&format!("{BASE}optimizer: {{kind: adam}}\n")).unwrap_err()
+        );
+        assert!(msg.contains("optimizer") && msg.contains("lr"), "{msg}");
     }
 
     #[test]

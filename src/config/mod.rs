@@ -3,10 +3,12 @@
 mod experiment;
 mod grid;
 mod load;
+mod yaml;
 mod yaml_depth;
 
 pub use experiment::*;
 pub use load::{
-    load_experiment, load_runs, parse_experiment, parse_runs, ExperimentFile, ReportConfig, RunSpec,
+    load_experiment, load_runs, parse_experiment, parse_runs, ExperimentFile, InitStdSweep,
+    OpenSweep, ReportConfig, RunSpec,
 };
 pub use yaml_depth::check_depth as check_yaml_depth;

@@ -1,11 +1,15 @@
 //! Malformed input is reported with file, line and column, so that one bad row among 45M can be
 //! found with `sed -n LINEp`.
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// A malformed line (or file) in a raw input. Lines and columns are 1-based; the header, when there
 /// is one, is line 1.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{}: line {line}, column {column}{}: expected {expected}, found {found}",
+    file.display(),
+    column_name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+)]
 pub struct InputError {
     pub file: PathBuf,
     pub line: u64,
@@ -14,24 +18,6 @@ pub struct InputError {
     pub expected: String,
     pub found: String,
 }
-
-impl fmt::Display for InputError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: line {}, column {}",
-            self.file.display(),
-            self.line,
-            self.column
-        )?;
-        if let Some(name) = &self.column_name {
-            write!(f, " ({name})")?;
-        }
-        write!(f, ": expected {}, found {}", self.expected, self.found)
-    }
-}
-
-impl std::error::Error for InputError {}
 
 /// What a line parser reports; the caller knows the file and line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,5 +52,31 @@ pub(crate) fn describe(value: &[u8]) -> String {
         format!("{text:?}... ({} bytes)", value.len())
     } else {
         format!("{text:?}")
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn names_file_line_column_and_column_name() {
+        let mut e = InputError {
+            file: PathBuf::from("d/train.txt"),
+            line: 7,
+            column: 3,
+            column_name: Some("I2".into()),
+            expected: "an integer".into(),
+            found: "\"x\"".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "d/train.txt: line 7, column 3 (I2): expected an integer, found \"x\""
+        );
+        e.column_name = None;
+        assert_eq!(
+            e.to_string(),
+            "d/train.txt: line 7, column 3: expected an integer, found \"x\""
+        );
     }
 }

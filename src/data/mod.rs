@@ -6,14 +6,15 @@
 //! `docs/data.md`.
 mod batch;
 mod cache;
+mod cache_name;
 mod error;
 mod fingerprint;
 pub mod frequency;
 mod hash;
 mod lines;
-mod parse;
+pub(crate) mod parse;
 mod prepare;
-mod schema;
+pub(crate) mod schema;
 mod serving;
 mod split;
 mod stats;
@@ -23,6 +24,7 @@ mod vocab_file;
 
 pub use batch::Batch;
 pub use cache::{CacheMeta, Dataset, SplitData, CACHE_FORMAT_VERSION, META_FILE};
+pub use cache_name::default_cache_dir;
 pub use error::InputError;
 pub use fingerprint::{source_tag, Fingerprint, SchemaFingerprint, SourceFingerprint};
 pub use prepare::{prepare, PrepareOptions, PrepareReport};
@@ -32,7 +34,7 @@ pub use split::{Split, SplitCounts, SplitRule};
 pub use stats::{cache_stats, CacheStats, FieldStats};
 pub use synth::{
     synthetic_cardinalities, write_synthetic, SynthConfig, SynthRow, Synthesizer,
-    CRITEO_CARDINALITIES, CRITEO_ROWS,
+    CRITEO_CARDINALITIES, CRITEO_ROWS, PILOT_ROWS, POSITIVE_RATE,
 };
 pub use vocab_file::{
     CatField, DenseColumn, DenseTransform, Derive, LabelColumn, VocabFile, VocabValue, VOCAB_FILE,

@@ -72,7 +72,9 @@ const DENSE_LOGNORMAL: [(f64, f64); 13] = [
 
 /// Rows generated per independent RNG stream.
 pub const CHUNK_ROWS: usize = 1 << 14;
-const PILOT_ROWS: usize = 1 << 15;
+/// Rows of the pilot sample the intercept is calibrated on (its sampling error bounds how far
+/// the expected positive rate can be from [`POSITIVE_RATE`]).
+pub const PILOT_ROWS: usize = 1 << 15;
 
 // Salts that separate the hash streams.
 const TAG_LATENT: u64 = 1;

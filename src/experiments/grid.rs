@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use super::children::{self, Forwarding};
 use super::runs::{open_data, read_metrics, train_one, Overrides};
-use crate::config::{load_experiment, EmbeddingKind, RunSpec};
+use crate::config::{EmbeddingKind, RunSpec};
 use crate::metrics::FrequencyGroup;
 use crate::plots;
 use crate::results::{self, ResultRow};
@@ -71,7 +71,7 @@ pub struct GridReport {
 }
 
 pub fn run_grid(file: &Path, opts: &GridOptions) -> Result<GridReport> {
-    let experiment = load_experiment(file)?;
+    let experiment = super::load_experiment(file)?;
     let mut specs = experiment.runs;
     for spec in &mut specs {
         opts.overrides.apply(spec);

@@ -2,43 +2,9 @@
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-use crate::config::{DataConfig, RawFormat, RunSpec};
+use crate::config::{DataConfig, RunSpec};
 use crate::data::{self, CacheMeta, Dataset, Fingerprint, InputFormat, PrepareOptions};
 use crate::training::{self, RunDir, RunMetrics, RunOptions};
-
-/// Where a data section's prepared cache lives when it names none. A raw file's cache name
-/// carries its format and a hash of its canonical path (and schema), so that two `train.tsv` in
-/// different directories, or one file read as two formats, never share a cache.
-pub fn cache_dir(data: &DataConfig) -> PathBuf {
-    if let Some(dir) = &data.cache {
-        return dir.clone();
-    }
-    let root = Path::new("data-cache");
-    if let Some(s) = &data.synthetic {
-        return root.join(format!(
-            "synthetic-rows{}-seed{}-min{}",
-            s.rows, s.seed, data.min_count
-        ));
-    }
-    let raw = data.raw.as_deref().unwrap_or(Path::new("data"));
-    let stem = raw
-        .file_stem()
-        .map_or("data".into(), |s| s.to_string_lossy().into_owned());
-    let format = input_format(data);
-    let tag = data::source_tag(raw, format.as_ref());
-    let format = format.as_ref().map_or("data", InputFormat::name);
-    root.join(format!("{stem}-{format}-{tag}-min{}", data.min_count))
-}
-
-fn input_format(data: &DataConfig) -> Option<InputFormat> {
-    Some(match data.format? {
-        RawFormat::Criteo => InputFormat::Criteo,
-        RawFormat::Avazu => InputFormat::Avazu,
-        RawFormat::Csv => InputFormat::Csv {
-            schema: data.schema.clone()?,
-        },
-    })
-}
 
 /// How a data section's cache is prepared (None: a `cache` alone, used as it is).
 fn prepare_options(data: &DataConfig, cache: &Path, quiet: bool) -> Result<Option<PrepareOptions>> {
@@ -50,7 +16,9 @@ fn prepare_options(data: &DataConfig, cache: &Path, quiet: bool) -> Result<Optio
     } else if let Some(raw) = &data.raw {
         let format = match data.format {
             None => anyhow::bail!("data.format: required with data.raw"),
-            Some(_) => input_format(data).context("data.schema: required with format csv")?,
+            Some(_) => data
+                .input_format()
+                .context("data.schema: required with format csv")?,
         };
         (raw.clone(), format)
     } else {
@@ -69,7 +37,7 @@ fn prepare_options(data: &DataConfig, cache: &Path, quiet: bool) -> Result<Optio
 /// options) is what this data section would make; otherwise an automatically named cache is
 /// prepared again and an explicitly named one (`data.cache`) is an error saying what differs.
 pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
-    let cache = cache_dir(data);
+    let cache = data.cache_dir();
     let Some(opts) = prepare_options(data, &cache, quiet)? else {
         return Dataset::open(&cache).with_context(|| {
             format!(

@@ -10,7 +10,6 @@ use crate::analysis::quantize::QuantizedTables;
 use crate::atomic::{write_atomic, PendingFile};
 use crate::config::RunConfig;
 use crate::data::{CacheMeta, VocabFile};
-use crate::experiments::cache_dir;
 use crate::models::{CtrModel, Features, InputShape};
 use crate::torch_error::brief;
 use crate::training::WEIGHTS;
@@ -267,7 +266,7 @@ pub fn vocab_path(out: &Path) -> PathBuf {
 
 /// The run's data-cache vocabulary, checked against the model, with the hashed fields' buckets.
 fn export_vocab(run: &LoadedRun) -> Result<VocabFile> {
-    let cache = cache_dir(&run.config.data);
+    let cache = run.config.data.cache_dir();
     let mut vocab = VocabFile::of_cache(&cache)
         .with_context(|| format!("the vocabulary of run {}", run.dir.display()))?;
     if vocab.cardinalities() != run.shape.cardinalities || vocab.dense.len() != run.shape.num_dense
@@ -301,7 +300,7 @@ fn field_names(run: &LoadedRun) -> (Vec<String>, Vec<String>) {
         )
     };
     // The names only: no need to scan the arrays.
-    match CacheMeta::read(&cache_dir(&run.config.data)) {
+    match CacheMeta::read(&run.config.data.cache_dir()) {
         Ok(m) if m.cardinalities == run.shape.cardinalities => (m.field_names, m.dense_names),
         _ => fallback(),
     }
@@ -377,7 +376,7 @@ fn schema(
         "embedding": {"dim": c.embedding.dim, "trained_as": c.embedding.kind, "k": c.embedding.k,
                       "collapsed": true, "bytes": embedding_bytes,
                       "quantized": quantized},
-        "data_cache": cache_dir(&c.data),
+        "data_cache": c.data.cache_dir(),
         "min_count": c.data.min_count,
         "source_run": run.dir,
         "versions": crate::training::versions(),

@@ -8,29 +8,26 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// Quotes `field` when it holds a comma, a quote, a line break or surrounding spaces.
-pub(crate) fn quote(field: &str) -> String {
-    let needs =
-        field.contains([',', '"', '\n', '\r']) || field.starts_with(' ') || field.ends_with(' ');
-    if needs {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
-    }
+/// The one CSV writer (RFC 4180 quoting where needed, `\n` line ends), for whole tables and for
+/// logs written line by line.
+pub(crate) fn writer<W: std::io::Write>(out: W) -> ::csv::Writer<W> {
+    ::csv::WriterBuilder::new()
+        .terminator(::csv::Terminator::Any(b'\n'))
+        .from_writer(out)
 }
 
 /// Writes a header and rows to `path` atomically: a hidden sibling is written, synced and renamed.
 pub(crate) fn write_table(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<()> {
-    let mut text = String::new();
-    let line = |fields: &mut dyn Iterator<Item = String>| -> String {
-        fields.collect::<Vec<_>>().join(",") + "\n"
-    };
-    text.push_str(&line(&mut header.iter().map(|h| quote(h))));
+    let mut w = writer(Vec::new());
+    w.write_record(header)?;
     for row in rows {
         debug_assert_eq!(row.len(), header.len(), "row width should match the header");
-        text.push_str(&line(&mut row.iter().map(|f| quote(f))));
+        w.write_record(row)?;
     }
-    crate::atomic::write_atomic(path, text.as_bytes())
+    let text = w
+        .into_inner()
+        .map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error()))?;
+    crate::atomic::write_atomic(path, &text)
 }
 
 /// One field of a record and where it starts in the file.
@@ -306,9 +303,13 @@ mod tests {
 
     #[test]
     fn quoting_round_trips() {
-        let p = Path::new("t.csv");
-        let text = format!("a,b\n{},{}\n", quote("x,\"y\"\nz"), quote("plain"));
-        let recs = parse_records(&text, p).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.csv");
+        let row = vec!["x,\"y\"\nz".to_string(), "plain".to_string()];
+        write_table(&p, &["a", "b"], &[row]).unwrap();
+        let text = fs::read_to_string(&p).unwrap();
+        assert_eq!(text, "a,b\n\"x,\"\"y\"\"\nz\",plain\n");
+        let recs = parse_records(&text, &p).unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[1].fields[0].text, "x,\"y\"\nz");
         assert_eq!(recs[1].fields[1].text, "plain");

@@ -16,8 +16,8 @@ use std::path::Path;
 
 pub use summary::{
     best_init_std, max_memory_reduction, memory_reduction, select_points, summarize,
-    write_memory_reduction_csv, write_summary_csv, BestSigma, MaxMemoryReduction, MemoryReduction,
-    SummaryRow,
+    write_memory_reduction_csv, write_summary_csv, BestSigma, BestSigmas, MaxMemoryReduction,
+    MemoryReduction, SummaryRow,
 };
 
 use self::csv::Table;

@@ -1,10 +1,12 @@
 //! Summaries of a results table: mean ± std over seeds, the best init σ, and Table 3's memory
 //! reduction.
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::config::InitStdSweep;
 
 use super::{csv, format_k, ResultRow};
 
@@ -187,6 +189,59 @@ pub struct BestSigma {
     pub count: usize,
     /// How many distinct σ values were run at this point.
     pub sigmas_tried: usize,
+}
+
+/// A σ sweep's `best_init_std.json`, as `embedding.init_std: best` reads it.
+pub struct BestSigmas {
+    path: PathBuf,
+    entries: Vec<BestSigma>,
+}
+
+impl BestSigmas {
+    pub fn load(path: &Path) -> Result<BestSigmas> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "best_init_std_from: cannot read {} (run the σ sweep first)",
+                path.display()
+            )
+        })?;
+        let entries = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "best_init_std_from: {} is not a best_init_std.json",
+                path.display()
+            )
+        })?;
+        Ok(BestSigmas {
+            path: path.to_path_buf(),
+            entries,
+        })
+    }
+}
+
+/// The entry at the same d when there is one, else the best over all d for the model and k.
+impl InitStdSweep for BestSigmas {
+    fn best_init_std(&self, model: &str, d: Option<u64>, k: u64) -> Result<f64> {
+        let candidates: Vec<&BestSigma> = self
+            .entries
+            .iter()
+            .filter(|b| b.model == model && b.k as u64 == k)
+            .collect();
+        let chosen = candidates
+            .iter()
+            .find(|b| Some(b.d as u64) == d)
+            .or_else(|| {
+                candidates
+                    .iter()
+                    .max_by(|a, b| a.auc_mean.total_cmp(&b.auc_mean))
+            })
+            .with_context(|| {
+                format!(
+                    "`best`: {} has no entry for model {model} with k = {k}",
+                    self.path.display()
+                )
+            })?;
+        Ok(chosen.init_std)
+    }
 }
 
 /// For each MLET (model, dataset, d, k): the init σ with the highest mean test AUC over seeds

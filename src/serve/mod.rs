@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use tch::{CModule, Device, Kind, Tensor};
 
 use crate::data::{Batch, RawRows, VocabFile};
-use crate::experiments::cache_dir;
 use crate::export::{load_run, vocab_path, LoadedRun};
 use crate::torch_error::brief;
 use crate::training::batch_tensors;
@@ -32,7 +31,7 @@ impl Predictor {
     pub fn open(source: &Path, device: Device) -> Result<Predictor> {
         if source.is_dir() {
             let run = load_run(source, device)?;
-            let cache = cache_dir(&run.config.data);
+            let cache = run.config.data.cache_dir();
             let vocab = VocabFile::of_cache(&cache).with_context(|| {
                 format!(
                     "the vocabulary of run {} (its data cache)",

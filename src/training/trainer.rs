@@ -2,7 +2,6 @@
 //! the loop over epochs and batches, and publishing the run with its metrics.
 use anyhow::Result;
 use rand::{seq::SliceRandom, SeedableRng};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -307,15 +306,14 @@ impl<'a> Session<'a> {
                     c.last_loss = c.interval_loss / c.interval_steps as f64;
                     let dt = interval_start.0.elapsed().as_secs_f64().max(1e-9);
                     let rate = (c.samples - interval_start.1) as f64 / dt;
-                    writeln!(
-                        log,
-                        "{},{},{},{:.6},{rate:.1},{:.3}",
-                        c.step,
-                        epoch + 1,
-                        c.samples,
-                        c.last_loss,
-                        elapsed()
-                    )?;
+                    log.write_record([
+                        c.step.to_string(),
+                        (epoch + 1).to_string(),
+                        c.samples.to_string(),
+                        format!("{:.6}", c.last_loss),
+                        format!("{rate:.1}"),
+                        format!("{:.3}", elapsed()),
+                    ])?;
                     log.flush()?;
                     progress.report(c.step, c.samples, c.last_loss, rate);
                     c.interval_loss = 0.0;
@@ -411,26 +409,34 @@ impl<'a> Session<'a> {
     }
 }
 
+/// The columns of `train_log.csv` (read back by `plots::read_train_log`).
+const TRAIN_LOG_HEADER: [&str; 6] = [
+    "step",
+    "epoch",
+    "samples",
+    "loss",
+    "samples_per_s",
+    "elapsed_s",
+];
+
 /// The training log: fresh with its header, or as it was at the checkpoint resumed from
 /// (without lines written after it).
-fn open_train_log(
-    path: &Path,
-    checkpoint: Option<&Path>,
-) -> Result<std::io::BufWriter<std::fs::File>> {
-    let file = match checkpoint {
+fn open_train_log(path: &Path, checkpoint: Option<&Path>) -> Result<::csv::Writer<std::fs::File>> {
+    Ok(match checkpoint {
         Some(dir) => {
             std::fs::copy(dir.join("train_log.csv"), path)
                 .context("cannot restore the training log")?;
-            std::fs::OpenOptions::new()
+            let file = std::fs::OpenOptions::new()
                 .append(true)
                 .open(path)
-                .context("cannot open the training log")?
+                .context("cannot open the training log")?;
+            crate::results::csv::writer(file)
         }
         None => {
-            let mut file = std::fs::File::create(path).context("cannot create the training log")?;
-            writeln!(file, "step,epoch,samples,loss,samples_per_s,elapsed_s")?;
-            file
+            let file = std::fs::File::create(path).context("cannot create the training log")?;
+            let mut log = crate::results::csv::writer(file);
+            log.write_record(TRAIN_LOG_HEADER)?;
+            log
         }
-    };
-    Ok(std::io::BufWriter::new(file))
+    })
 }
