@@ -37,10 +37,12 @@ test: $(TORCH_STAMP) $(DEEPCTR_STAMP)
 	MLET_PYTHON=$(abspath $(PYTHON)) $(CARGO) test --release
 
 # Property-based fuzzing of the readers and loaders (src/fuzz.rs) with FUZZ_CASES inputs per
-# target; `make test` runs a few hundred per target.
+# target; `make test` runs a few hundred per target with a fixed seed, `make fuzz` a fresh seed
+# (FUZZ_SEED=N repeats a run).
 FUZZ_CASES ?= 1000000
+FUZZ_SEED ?= $(shell date +%s)
 fuzz: $(TORCH_STAMP)
-	MLET_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib fuzz:: -- --nocapture
+	MLET_FUZZ_CASES=$(FUZZ_CASES) MLET_FUZZ_SEED=$(FUZZ_SEED) $(CARGO) test --release --lib fuzz:: -- --nocapture --test-threads 1
 
 bench: build
 	$(CARGO) bench --bench sparse_step

@@ -168,8 +168,13 @@ fn frequency_split_and_runtime_are_recorded() {
         rt.step_ms_median > 0.0 && rt.step_ms_p90 >= rt.step_ms_median,
         "{rt:?}"
     );
-    // a step is a fraction of the whole training time
-    assert!(rt.step_ms_median * 1e-3 * m.train.steps as f64 <= m.train.seconds * 1.01);
+    // at least half the steps took the median or longer, and all of them fit in the training time
+    let half = m.train.steps.div_ceil(2) as f64;
+    assert!(
+        rt.step_ms_median * 1e-3 * half <= m.train.seconds * 1.01,
+        "{rt:?} vs {} s",
+        m.train.seconds
+    );
     let peak = rt.peak_rss_bytes.expect("Linux reports VmHWM");
     assert!(peak >= rt.peak_rss_training_bytes.unwrap());
     // at least the model's tables and MLP weights are resident

@@ -98,6 +98,8 @@ mod tests {
 
     /// `U diag(s) Vᵀ` with random orthonormal `U` (`[n, d]`) and `V` (`[d, d]`).
     fn with_singular_values(n: i64, s: &[f64]) -> Tensor {
+        // the generator is global: other tests draw from it in parallel
+        let _rng = crate::training::torch_rng_lock();
         tch::manual_seed(7);
         let d = s.len() as i64;
         let opts = (Kind::Double, Device::Cpu);
@@ -125,7 +127,8 @@ mod tests {
         let original = a.copy();
         let err = truncate_in_place(&a, 2);
         let expected = ((1.0f64 + 0.25) / (16.0 + 4.0 + 1.0 + 0.25)).sqrt();
-        assert!((err - expected).abs() < 1e-9, "{err} vs {expected}");
+        // the table is f32: its truncation error is exact to about f32 rounding
+        assert!((err - expected).abs() < 1e-8, "{err} vs {expected}");
         let measured =
             (&original - &a).norm().double_value(&[]) / original.norm().double_value(&[]);
         assert!(
