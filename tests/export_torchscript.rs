@@ -360,4 +360,45 @@ fn exported_models_predict_what_the_trained_models_predicted() {
         stderr.trim().lines().count() == 1 && !stderr.contains("frame #"),
         "{stderr}"
     );
+    export_onto_a_full_disk(&runs[0], tmp.path());
+}
+
+/// A disk that fills while the model is written (a 64 KiB tmpfs, mounted in a private mount
+/// namespace) gives one clear error and leaves no file; libtorch's own writer aborted the
+/// process here (SIGABRT from a destructor).
+fn export_onto_a_full_disk(run: &Path, tmp: &Path) {
+    let full = tmp.join("full-disk");
+    std::fs::create_dir_all(&full).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=64k tmpfs '{full}' || exit 99; '{mlet}' export '{run}' --out \
+         '{full}/model.pt'; rc=$?; ls -A '{full}' >&2; exit $rc",
+        full = full.display(),
+        mlet = env!("CARGO_BIN_EXE_mlet"),
+        run = run.display()
+    );
+    // as root a mount namespace is enough; otherwise map the user to root in a user namespace
+    let attempt = |args: &[&str]| {
+        Command::new("unshare")
+            .args(args)
+            .args(["sh", "-c", &script])
+            .output()
+    };
+    let r = match attempt(&["-m"]) {
+        Ok(r) if r.status.code() != Some(99) && r.status.code().is_some() => r,
+        _ => match attempt(&["-r", "-m"]) {
+            Ok(r) if r.status.code() != Some(99) && r.status.code().is_some() => r,
+            other => {
+                eprintln!("not checked: cannot mount a small tmpfs here ({other:?})");
+                return;
+            }
+        },
+    };
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("No space left on device") && !stderr.contains("frame #"),
+        "{stderr}"
+    );
+    // the error line, and no leftover file listed by `ls -A`
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }

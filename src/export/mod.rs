@@ -182,11 +182,7 @@ pub fn export_run_as(
         })
     })
     .context("cannot trace the model")?;
-    let pending = PendingFile::new(out)?;
-    module
-        .save(&pending.tmp)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", out.display(), brief(e)))?;
-    pending.commit()?;
+    save_module(&module, out)?;
 
     let mut tables_by_field = collapsed_tables(model, &names);
     let embedding_bytes: i64 = tables_by_field
@@ -329,6 +325,46 @@ fn collapsed_tables(model: &CtrModel, names: &(Vec<String>, Vec<String>)) -> Vec
         }
     }
     out
+}
+
+/// Writes `module` to `path` atomically. libtorch's writer throws from a destructor when the disk
+/// fills, which aborts the process; so on Linux it writes into an in-memory file and Rust copies
+/// that to disk, where a full disk is an ordinary error.
+fn save_module(module: &CModule, path: &Path) -> Result<()> {
+    let cannot =
+        |e: tch::TchError| anyhow::anyhow!("cannot write {}: {}", path.display(), brief(e));
+    let pending = PendingFile::new(path)?;
+    match memory_file() {
+        Some((mut mem, mem_path)) => {
+            module.save(&mem_path).map_err(cannot)?;
+            let copied = (|| -> std::io::Result<()> {
+                use std::io::{Seek, Write};
+                mem.seek(std::io::SeekFrom::Start(0))?;
+                let mut disk = std::fs::File::create(&pending.tmp)?;
+                std::io::copy(&mut mem, &mut disk)?;
+                disk.flush()?;
+                disk.sync_all()
+            })();
+            copied.with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => module.save(&pending.tmp).map_err(cannot)?,
+    }
+    pending.commit()
+}
+
+/// An anonymous in-memory file and a path through which libtorch can open it.
+fn memory_file() -> Option<(std::fs::File, PathBuf)> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a NUL-terminated name; the descriptor is owned by the File from here on.
+        let fd = unsafe { libc::memfd_create(c"mlet-export".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd >= 0 {
+            let file = unsafe { std::fs::File::from_raw_fd(fd) };
+            return Some((file, PathBuf::from(format!("/proc/self/fd/{fd}"))));
+        }
+    }
+    None
 }
 
 fn write_tables(path: &Path, tables: &[(String, Tensor)]) -> Result<()> {
