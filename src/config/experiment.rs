@@ -28,7 +28,9 @@ fn default_output() -> PathBuf {
 }
 
 /// Where the examples come from. A prepared cache at `cache` is used as it is; otherwise it is
-/// prepared there from `raw` (a file in `format`) or from the synthetic generator.
+/// prepared there from `raw` (a file in `format`, split by the format's rule), from `train`,
+/// `valid` and `test` (a predefined split, vocabulary from `train` alone) or from the synthetic
+/// generator.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
@@ -36,6 +38,13 @@ pub struct DataConfig {
     pub synthetic: Option<SynthConfig>,
     #[serde(default)]
     pub raw: Option<PathBuf>,
+    /// A predefined split: the training file (all three of train, valid, test are required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
     #[serde(default)]
     pub format: Option<RawFormat>,
     /// Column schema for `format: csv`.
@@ -686,9 +695,31 @@ impl RunConfig {
         if d.synthetic.is_some() && d.raw.is_some() {
             return Err("data: give either `synthetic` or `raw`, not both".into());
         }
-        if d.synthetic.is_none() && d.raw.is_none() && d.cache.is_none() {
+        let files = [("train", &d.train), ("valid", &d.valid), ("test", &d.test)];
+        if let Some((key, _)) = files.iter().find(|(_, f)| f.is_some()) {
+            if d.raw.is_some() || d.synthetic.is_some() {
+                let other = if d.raw.is_some() { "raw" } else { "synthetic" };
+                return Err(format!(
+                    "data.{key}: a predefined split (train, valid, test) replaces `{other}`; give \
+                     one or the other"
+                ));
+            }
+            // valid is required: without it, grids would choose settings on the test rows.
+            if let Some((missing, _)) = files.iter().find(|(_, f)| f.is_none()) {
+                return Err(format!(
+                    "data.{missing}: required with data.{key} (a predefined split needs all \
+                     three files: train, valid and test)"
+                ));
+            }
+            if d.format.is_none() {
+                return Err("data.format: required with data.train (criteo, avazu or csv)".into());
+            }
+        }
+        if d.synthetic.is_none() && d.raw.is_none() && d.train.is_none() && d.cache.is_none() {
             return Err(
-                "data: give `synthetic`, `raw` (with `format`) or a prepared `cache`".into(),
+                "data: give `synthetic`, `raw` (with `format`), `train`/`valid`/`test` \
+                 (with `format`) or a prepared `cache`"
+                    .into(),
             );
         }
         if d.raw.is_some() && d.format.is_none() {

@@ -8,7 +8,9 @@ use crate::training::{self, RunDir, RunMetrics, RunOptions};
 
 /// Where a data section's prepared cache lives when it names none. A raw file's cache name
 /// carries its format and a hash of its canonical path (and schema), so that two `train.tsv` in
-/// different directories, or one file read as two formats, never share a cache.
+/// different directories, or one file read as two formats, never share a cache. A predefined
+/// split's name says `files` and hashes all three paths, so it never shares a cache with its
+/// training file prepared alone.
 pub fn cache_dir(data: &DataConfig) -> PathBuf {
     if let Some(dir) = &data.cache {
         return dir.clone();
@@ -20,14 +22,30 @@ pub fn cache_dir(data: &DataConfig) -> PathBuf {
             s.rows, s.seed, data.min_count
         ));
     }
-    let raw = data.raw.as_deref().unwrap_or(Path::new("data"));
+    let (raw, files) = match split_files(data) {
+        Some((train, valid, test)) => (train, vec![train, valid, test]),
+        None => {
+            let raw = data.raw.as_deref().unwrap_or(Path::new("data"));
+            (raw, vec![raw])
+        }
+    };
     let stem = raw
         .file_stem()
         .map_or("data".into(), |s| s.to_string_lossy().into_owned());
     let format = input_format(data);
-    let tag = data::source_tag(raw, format.as_ref());
+    let tag = data::source_tag(&files, format.as_ref());
     let format = format.as_ref().map_or("data", InputFormat::name);
-    root.join(format!("{stem}-{format}-{tag}-min{}", data.min_count))
+    let kind = if files.len() > 1 { "-files" } else { "" };
+    root.join(format!("{stem}-{format}{kind}-{tag}-min{}", data.min_count))
+}
+
+/// The train, valid and test files of a predefined split.
+fn split_files(data: &DataConfig) -> Option<(&Path, &Path, &Path)> {
+    Some((
+        data.train.as_deref()?,
+        data.valid.as_deref()?,
+        data.test.as_deref()?,
+    ))
 }
 
 fn input_format(data: &DataConfig) -> Option<InputFormat> {
@@ -53,6 +71,15 @@ fn prepare_options(data: &DataConfig, cache: &Path, quiet: bool) -> Result<Optio
             Some(_) => input_format(data).context("data.schema: required with format csv")?,
         };
         (raw.clone(), format)
+    } else if let Some((train, valid, test)) = split_files(data) {
+        let format = match data.format {
+            None => anyhow::bail!("data.format: required with data.train"),
+            Some(_) => input_format(data).context("data.schema: required with format csv")?,
+        };
+        let mut opts = PrepareOptions::files(train, valid, test, format, cache);
+        opts.min_count = data.min_count;
+        opts.progress = !quiet;
+        return Ok(Some(opts));
     } else {
         return Ok(None);
     };
@@ -79,13 +106,19 @@ pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
         });
     };
     if cache.join(data::META_FILE).is_file() {
-        if opts.generated_from.is_none() && !opts.input.exists() {
+        let absent: Vec<String> = opts
+            .inputs()
+            .iter()
+            .filter(|(p, _)| !p.exists())
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        if opts.generated_from.is_none() && !absent.is_empty() {
             // Nothing to compare with, and nothing else to train on: say so, and go on.
             if !quiet {
                 eprintln!(
                     "warning: {} does not exist; using the cache {} without checking that it was \
                      made from it",
-                    opts.input.display(),
+                    absent.join(", "),
                     cache.display()
                 );
             }
@@ -104,8 +137,8 @@ pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
             anyhow::bail!(
                 "data.cache: {} does not match this experiment's data section: {}. It is named \
                  explicitly, so it is not replaced: delete it to have it prepared again, prepare \
-                 it yourself with `mlet data prepare`, or remove data.raw / data.synthetic to \
-                 use it as it is",
+                 it yourself with `mlet data prepare`, or remove data.raw / data.train / \
+                 data.synthetic to use it as it is",
                 cache.display(),
                 diffs.join("; ")
             );
@@ -150,7 +183,8 @@ pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
 /// Settings a command line may impose on every run of a file.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
-    /// A raw data file replacing the file's `data.raw` (and any synthetic source).
+    /// A raw data file replacing the file's `data.raw` (and any synthetic source or predefined
+    /// split).
     pub raw: Option<PathBuf>,
     pub device: Option<String>,
     pub threads: Option<usize>,
@@ -164,6 +198,9 @@ impl Overrides {
         if let Some(raw) = &self.raw {
             c.data.raw = Some(raw.clone());
             c.data.synthetic = None;
+            c.data.train = None;
+            c.data.valid = None;
+            c.data.test = None;
         }
         if let Some(d) = &self.device {
             c.training.device = d.clone();
