@@ -34,22 +34,24 @@ fn slice(all: &str, from: usize, to: usize, path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-/// Three Criteo files of 1800, 700 and 500 synthetic rows.
+/// The day split of 3000 lines: floor(6 * 3000 / 7) train, then half of the remaining 429.
+const TRAIN: usize = 2571;
+const VALID: usize = 214;
+const TEST: usize = 215;
+
+/// 3000 synthetic Criteo rows (`all.txt`) cut into the three files of its day split.
 fn criteo_files(dir: &Path) -> [PathBuf; 3] {
     let all = dir.join("all.txt");
-    write_synthetic(
-        &all,
-        &SynthConfig {
-            rows: 3000,
-            seed: 9,
-        },
-    )
-    .unwrap();
+    let cfg = SynthConfig {
+        rows: TRAIN + VALID + TEST,
+        seed: 9,
+    };
+    write_synthetic(&all, &cfg).unwrap();
     let text = fs::read_to_string(&all).unwrap();
     [
-        slice(&text, 0, 1800, &dir.join("train.txt")),
-        slice(&text, 1800, 2500, &dir.join("valid.txt")),
-        slice(&text, 2500, 3000, &dir.join("test.txt")),
+        slice(&text, 0, TRAIN, &dir.join("train.txt")),
+        slice(&text, TRAIN, TRAIN + VALID, &dir.join("valid.txt")),
+        slice(&text, TRAIN + VALID, cfg.rows, &dir.join("test.txt")),
     ]
 }
 
@@ -81,7 +83,7 @@ fn criteo_files_become_their_splits_in_file_order() {
     .unwrap();
     assert_eq!(
         (report.rows.train, report.rows.valid, report.rows.test),
-        (1800, 700, 500)
+        (TRAIN, VALID, TEST)
     );
     let ds = Dataset::open(&out).unwrap();
     for (split, file) in [
@@ -109,7 +111,26 @@ fn criteo_files_become_their_splits_in_file_order() {
     // every field's training counts sum to the training rows: valid/test rows are not counted
     for f in 0..ds.num_fields() {
         let n: u64 = ds.field_frequencies(f).iter().map(|&c| u64::from(c)).sum();
-        assert_eq!(n, 1800, "field {f}");
+        assert_eq!(n, TRAIN as u64, "field {f}");
+    }
+    // reference: the day split of the uncut file is the same cache, array for array
+    let days = tmp.path().join("days");
+    prepare(&PrepareOptions::new(
+        tmp.path().join("all.txt"),
+        InputFormat::Criteo,
+        &days,
+    ))
+    .unwrap();
+    let reference = Dataset::open(&days).unwrap();
+    assert_eq!(reference.meta.rows, ds.meta.rows);
+    assert_eq!(reference.cardinalities(), ds.cardinalities());
+    assert_eq!(reference.train_frequencies(), ds.train_frequencies());
+    for split in Split::ALL {
+        let (a, b) = (reference.split(split), ds.split(split));
+        assert!(
+            a.cat == b.cat && a.dense == b.dense && a.label == b.label,
+            "{split}"
+        );
     }
     // `mlet data stats` shows the split and its files
     let cache = out.to_str().unwrap();
@@ -284,7 +305,7 @@ fn cli_prepares_three_files_and_rejects_incomplete_or_mixed_flags() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(
-        stdout.contains(out) && stdout.contains("1800 train / 700 valid / 500 test"),
+        stdout.contains(out) && stdout.contains("2571 train / 214 valid / 215 test"),
         "{stdout}"
     );
     let quiet = mlet(&[
@@ -320,7 +341,7 @@ fn cli_prepares_three_files_and_rejects_incomplete_or_mixed_flags() {
         assert!(!err.contains("panicked"), "{err}");
     }
     // the cache made by the first call was not touched by the refusals
-    assert_eq!(Dataset::open(Path::new(out)).unwrap().meta.rows.test, 500);
+    assert_eq!(Dataset::open(Path::new(out)).unwrap().meta.rows.test, TEST);
 }
 
 fn files_config(files: &[PathBuf; 3], cache: Option<PathBuf>) -> DataConfig {
@@ -365,7 +386,7 @@ fn changing_any_file_prepares_again_or_fails_for_an_explicit_cache() {
         "{}",
         cache_dir(&data).display()
     );
-    assert_eq!(open_data(&data, true).unwrap().meta.rows.valid, 700);
+    assert_eq!(open_data(&data, true).unwrap().meta.rows.valid, VALID);
     let meta = fs::metadata(cache_dir(&data).join("meta.json")).unwrap();
     // unchanged files: reused (meta.json not rewritten)
     open_data(&data, true).unwrap();
@@ -378,25 +399,25 @@ fn changing_any_file_prepares_again_or_fails_for_an_explicit_cache() {
     );
     // a shorter valid file: prepared again
     let text = fs::read_to_string(&files[1]).unwrap();
-    slice(&text, 0, 400, &files[1]);
-    assert_eq!(open_data(&data, true).unwrap().meta.rows.valid, 400);
+    slice(&text, 0, 100, &files[1]);
+    assert_eq!(open_data(&data, true).unwrap().meta.rows.valid, 100);
     // the training file prepared alone is another cache, with its own split
     let single = open_data(&alone, true).unwrap();
-    assert_eq!(single.meta.rows.total(), 1800);
+    assert_eq!(single.meta.rows.total(), TRAIN);
     assert_eq!(single.meta.split, SplitRule::Days);
 
     // explicit cache: a changed test file is an error naming it; the cache is left alone
     let cache = tmp.path().join("explicit");
     let data = files_config(&files, Some(cache.clone()));
-    assert_eq!(open_data(&data, true).unwrap().meta.rows.test, 500);
+    assert_eq!(open_data(&data, true).unwrap().meta.rows.test, TEST);
     let text = fs::read_to_string(&files[2]).unwrap();
-    slice(&text, 0, 450, &files[2]);
+    slice(&text, 0, 200, &files[2]);
     let msg = format!("{:#}", open_data(&data, true).unwrap_err());
     assert!(
         msg.contains("data.cache") && msg.contains("test file size"),
         "{msg}"
     );
-    assert_eq!(Dataset::open(&cache).unwrap().meta.rows.test, 500);
+    assert_eq!(Dataset::open(&cache).unwrap().meta.rows.test, TEST);
     // the same files named by relative paths are the same split: no difference
     let rel = |p: &PathBuf| PathBuf::from(p.file_name().unwrap());
     fs::remove_dir_all(&cache).unwrap();
@@ -405,7 +426,7 @@ fn changing_any_file_prepares_again_or_fails_for_an_explicit_cache() {
         &[rel(&files[0]), rel(&files[1]), rel(&files[2])],
         Some(cache),
     );
-    assert_eq!(open_data(&relative, true).unwrap().meta.rows.test, 450);
+    assert_eq!(open_data(&relative, true).unwrap().meta.rows.test, 200);
 }
 
 fn experiment(dir: &Path, data: &str) -> String {

@@ -550,9 +550,9 @@ fn check_same_header(path: &Path, header: &[String], like: &Layout) -> Result<()
         return Err(error(
             i + 1,
             format!(
-                "the training file's header, whose column {} is {:?}",
+                "the training file's header, whose column {} is {}",
                 i + 1,
-                want[i]
+                describe(want[i].as_bytes())
             ),
             describe(header[i].as_bytes()),
         )
