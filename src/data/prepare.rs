@@ -536,18 +536,22 @@ impl<'b> Pass<'b> {
 }
 
 /// A later file of a predefined split must have the training file's header, column for column.
+/// Not an `InputError`: `--skip-bad-lines` does not skip it.
 fn check_same_header(path: &Path, header: &[String], like: &Layout) -> Result<()> {
     let want = &like.column_names;
-    let error = |column: usize, expected: String, found: String| InputError {
-        file: path.to_path_buf(),
-        line: 1,
-        column,
-        column_name: None,
-        expected,
-        found,
+    let mismatch = |column: usize, expected: String, found: String| {
+        let e = InputError {
+            file: path.to_path_buf(),
+            line: 1,
+            column,
+            column_name: None,
+            expected,
+            found,
+        };
+        anyhow::anyhow!("{e} (the train, valid and test files must have the same columns)")
     };
     if let Some(i) = (0..header.len().min(want.len())).find(|&i| header[i] != want[i]) {
-        return Err(error(
+        return Err(mismatch(
             i + 1,
             format!(
                 "the training file's header, whose column {} is {}",
@@ -555,16 +559,14 @@ fn check_same_header(path: &Path, header: &[String], like: &Layout) -> Result<()
                 describe(want[i].as_bytes())
             ),
             describe(header[i].as_bytes()),
-        )
-        .into());
+        ));
     }
     if header.len() != want.len() {
-        return Err(error(
+        return Err(mismatch(
             header.len().min(want.len()) + 1,
             format!("the training file's header of {} columns", want.len()),
             format!("a header of {} columns", header.len()),
-        )
-        .into());
+        ));
     }
     Ok(())
 }

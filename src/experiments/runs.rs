@@ -165,11 +165,12 @@ pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
         data::write_synthetic(&opts.input, synth)?;
     }
     if !quiet {
-        eprintln!(
-            "preparing {} into {}",
-            opts.input.display(),
-            cache.display()
-        );
+        let inputs: Vec<String> = opts
+            .inputs()
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        eprintln!("preparing {} into {}", inputs.join(", "), cache.display());
     }
     let prepared = data::prepare(&opts);
     if opts.generated_from.is_some() {
