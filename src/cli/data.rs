@@ -19,11 +19,16 @@ pub enum DataCommand {
     /// rank-4 latent factors, and dense effects (see docs/data.md). The same --seed and --rows
     /// always give a byte-identical file.
     Synth(SynthArgs),
-    /// Convert a raw file into a memory-mapped dataset cache directory.
+    /// Convert a raw file (or predefined train, valid and test files) into a memory-mapped
+    /// dataset cache directory.
     ///
     /// Two streaming passes: the first builds per-field vocabularies from the training split,
     /// the second writes dense.f32 / cat.u32 / label.f32 per split plus freq.u32 and meta.json.
     /// The cache appears under --out only when complete.
+    ///
+    /// One file is divided by --split; `--train A --valid B --test C` instead puts each file's
+    /// rows, in order, into its split, with the vocabulary (and --min-count) from A alone. The
+    /// three files must have the same columns (and header).
     Prepare(PrepareArgs),
     /// Print split sizes, positive rates and per-field frequency profiles of a cache.
     Stats(StatsArgs),
@@ -62,8 +67,20 @@ pub enum SplitArg {
 
 #[derive(Debug, Args)]
 pub struct PrepareArgs {
-    /// The raw input file.
-    pub input: PathBuf,
+    /// The raw input file, divided into train / valid / test by --split.
+    #[arg(required_unless_present = "train", conflicts_with = "train")]
+    pub input: Option<PathBuf>,
+    /// Training file of a predefined split (needs --valid and --test; replaces INPUT and the
+    /// --split options).
+    #[arg(long, requires_all = ["valid", "test"],
+          conflicts_with_all = ["split", "split_seed", "valid_fraction", "test_fraction"])]
+    pub train: Option<PathBuf>,
+    /// Validation file of a predefined split.
+    #[arg(long, requires = "train")]
+    pub valid: Option<PathBuf>,
+    /// Test file of a predefined split.
+    #[arg(long, requires = "train")]
+    pub test: Option<PathBuf>,
     /// Input format.
     #[arg(long, value_enum)]
     pub format: FormatArg,
@@ -140,20 +157,27 @@ fn run_prepare(a: PrepareArgs, quiet: bool) -> Result<()> {
         (FormatArg::Csv, None) => bail!("--format csv needs --schema FILE.yaml"),
         (_, Some(_)) => bail!("--schema only applies to --format csv"),
     };
-    let split = match a.split {
-        Some(SplitArg::Days) => SplitRule::Days,
-        Some(SplitArg::Random) => SplitRule::Random {
+    let split = match (a.split, &a.valid, &a.test) {
+        (_, Some(valid), Some(test)) => SplitRule::Files {
+            valid: valid.clone(),
+            test: test.clone(),
+        },
+        (Some(SplitArg::Days), ..) => SplitRule::Days,
+        (Some(SplitArg::Random), ..) => SplitRule::Random {
             valid_fraction: a.valid_fraction,
             test_fraction: a.test_fraction,
         },
-        None if format == InputFormat::Criteo => SplitRule::Days,
-        None => SplitRule::Random {
+        (None, ..) if format == InputFormat::Criteo => SplitRule::Days,
+        (None, ..) => SplitRule::Random {
             valid_fraction: a.valid_fraction,
             test_fraction: a.test_fraction,
         },
     };
+    let Some(input) = a.input.or(a.train) else {
+        bail!("give the raw input file, or --train, --valid and --test");
+    };
     let opts = PrepareOptions {
-        input: a.input,
+        input,
         format,
         out: a.out,
         min_count: a.min_count,

@@ -23,7 +23,8 @@ impl Verbosity {
 /// Settings a command line imposes on every run of an experiment file (`train` and `grid`).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct OverrideArgs {
-    /// Raw data file to use instead of the file's `data.raw` (its format stays `data.format`).
+    /// Raw data file to use instead of the file's `data.raw` or `data.train`/`valid`/`test` (its
+    /// format stays `data.format`).
     #[arg(long)]
     pub raw: Option<std::path::PathBuf>,
     /// Device: auto, cpu, cuda or cuda:N (overrides training.device).

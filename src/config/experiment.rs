@@ -1,7 +1,7 @@
 //! One run's resolved settings. Every struct rejects unknown keys so that a typo is an error
 //! naming the key instead of a silently ignored setting.
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::data::{InputFormat, SynthConfig};
 
@@ -29,12 +29,21 @@ fn default_output() -> PathBuf {
 }
 
 /// Where the examples come from. A prepared cache at `cache` is used as it is; otherwise it is
-/// prepared there from `raw` (a file in `format`) or from the synthetic generator.
+/// prepared there from `raw` (a file in `format`, split by the format's rule), from `train`,
+/// `valid` and `test` (a predefined split, vocabulary from `train` alone) or from the synthetic
+/// generator.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     pub synthetic: Option<SynthConfig>,
     pub raw: Option<PathBuf>,
+    /// A predefined split: the training file (all three of train, valid, test are required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
     pub format: Option<RawFormat>,
     /// Column schema for `format: csv`.
     pub schema: Option<PathBuf>,
@@ -48,6 +57,9 @@ impl Default for DataConfig {
         DataConfig {
             synthetic: None,
             raw: None,
+            train: None,
+            valid: None,
+            test: None,
             format: None,
             schema: None,
             cache: None,
@@ -61,13 +73,28 @@ impl DataConfig {
     pub fn cache_dir(&self) -> PathBuf {
         match &self.cache {
             Some(dir) => dir.clone(),
-            None => crate::data::default_cache_dir(
-                self.synthetic.as_ref(),
-                self.raw.as_deref(),
-                self.input_format().as_ref(),
-                self.min_count,
-            ),
+            None => {
+                let files = match self.split_files() {
+                    Some((train, valid, test)) => vec![train, valid, test],
+                    None => self.raw.as_deref().into_iter().collect(),
+                };
+                crate::data::default_cache_dir(
+                    self.synthetic.as_ref(),
+                    &files,
+                    self.input_format().as_ref(),
+                    self.min_count,
+                )
+            }
         }
+    }
+
+    /// The train, valid and test files of a predefined split.
+    pub fn split_files(&self) -> Option<(&Path, &Path, &Path)> {
+        Some((
+            self.train.as_deref()?,
+            self.valid.as_deref()?,
+            self.test.as_deref()?,
+        ))
     }
 
     /// How `raw` is read (None: no format given, or `csv` without its schema).
@@ -727,9 +754,31 @@ impl RunConfig {
         if d.synthetic.is_some() && d.raw.is_some() {
             return Err("data: give either `synthetic` or `raw`, not both".into());
         }
-        if d.synthetic.is_none() && d.raw.is_none() && d.cache.is_none() {
+        let files = [("train", &d.train), ("valid", &d.valid), ("test", &d.test)];
+        if let Some((key, _)) = files.iter().find(|(_, f)| f.is_some()) {
+            if d.raw.is_some() || d.synthetic.is_some() {
+                let other = if d.raw.is_some() { "raw" } else { "synthetic" };
+                return Err(format!(
+                    "data.{key}: a predefined split (train, valid, test) replaces `{other}`; give \
+                     one or the other"
+                ));
+            }
+            // valid is required: without it, grids would choose settings on the test rows.
+            if let Some((missing, _)) = files.iter().find(|(_, f)| f.is_none()) {
+                return Err(format!(
+                    "data.{missing}: required with data.{key} (a predefined split needs all \
+                     three files: train, valid and test)"
+                ));
+            }
+            if d.format.is_none() {
+                return Err("data.format: required with data.train (criteo, avazu or csv)".into());
+            }
+        }
+        if d.synthetic.is_none() && d.raw.is_none() && d.train.is_none() && d.cache.is_none() {
             return Err(
-                "data: give `synthetic`, `raw` (with `format`) or a prepared `cache`".into(),
+                "data: give `synthetic`, `raw` (with `format`), `train`/`valid`/`test` \
+                 (with `format`) or a prepared `cache`"
+                    .into(),
             );
         }
         if d.raw.is_some() && d.format.is_none() {

@@ -28,6 +28,16 @@ pub struct Fingerprint {
     pub split: SplitRule,
     pub split_seed: u64,
     pub skip_bad_lines: bool,
+    /// The validation and test files of a predefined split (`split: files`), fingerprinted as
+    /// `source` is (the training file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_files: Option<SplitFilesFingerprint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitFilesFingerprint {
+    pub valid: SourceFingerprint,
+    pub test: SourceFingerprint,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,14 +80,28 @@ impl Fingerprint {
             }),
             _ => None,
         };
+        let (split, split_files) = match &opts.split {
+            SplitRule::Files { valid, test } => (
+                SplitRule::Files {
+                    valid: canonical(valid),
+                    test: canonical(test),
+                },
+                Some(SplitFilesFingerprint {
+                    valid: file_fingerprint(valid)?,
+                    test: file_fingerprint(test)?,
+                }),
+            ),
+            rule => (rule.clone(), None),
+        };
         Ok(Fingerprint {
             source,
             format: opts.format.name().to_string(),
             schema,
             min_count: opts.min_count.max(1),
-            split: opts.split.clone(),
+            split,
             split_seed: opts.seed,
             skip_bad_lines: opts.skip_bad_lines,
+            split_files,
         })
     }
 
@@ -85,43 +109,27 @@ impl Fingerprint {
     /// difference (empty: the cache is what `wanted` would make).
     pub fn differences(&self, wanted: &Fingerprint) -> Vec<String> {
         let mut out = Vec::new();
+        source_differences(
+            "source",
+            "source file",
+            &self.source,
+            &wanted.source,
+            &mut out,
+        );
+        // When only one side has files, the split rule (below) differs and says so.
+        if let (Some(a), Some(b)) = (&self.split_files, &wanted.split_files) {
+            for (what, x, y) in [
+                ("valid file", &a.valid, &b.valid),
+                ("test file", &a.test, &b.test),
+            ] {
+                source_differences(what, what, x, y, &mut out);
+            }
+        }
         let mut differs = |what: &str, cache: String, now: String| {
             if cache != now {
                 out.push(format!("{what}: cache {cache}, now {now}"));
             }
         };
-        match (&self.source, &wanted.source) {
-            (
-                SourceFingerprint::File {
-                    path: p0,
-                    bytes: b0,
-                    modified_unix_ns: m0,
-                    ends_hash: h0,
-                },
-                SourceFingerprint::File {
-                    path: p1,
-                    bytes: b1,
-                    modified_unix_ns: m1,
-                    ends_hash: h1,
-                },
-            ) => {
-                differs("source file", p0.clone(), p1.clone());
-                if p0 == p1 {
-                    differs("source size", format!("{b0} bytes"), format!("{b1} bytes"));
-                    differs(
-                        "source modification time",
-                        format!("{m0} ns"),
-                        format!("{m1} ns"),
-                    );
-                    differs(
-                        "hash of the source's first and last MiB",
-                        h0.clone(),
-                        h1.clone(),
-                    );
-                }
-            }
-            (a, b) => differs("source", describe(a), describe(b)),
-        }
         differs("format", self.format.clone(), wanted.format.clone());
         let schema = |s: &Option<SchemaFingerprint>| match s {
             Some(s) => format!("{} ({} bytes)", s.path, s.content.len()),
@@ -155,6 +163,58 @@ impl Fingerprint {
     }
 }
 
+/// How source `a` (the cache's) differs from `b` (wanted): `what` names the file ("source",
+/// "valid file"), `path_label` its path ("source file", "valid file").
+fn source_differences(
+    what: &str,
+    path_label: &str,
+    a: &SourceFingerprint,
+    b: &SourceFingerprint,
+    out: &mut Vec<String>,
+) {
+    let mut differs = |what: String, cache: String, now: String| {
+        if cache != now {
+            out.push(format!("{what}: cache {cache}, now {now}"));
+        }
+    };
+    match (a, b) {
+        (
+            SourceFingerprint::File {
+                path: p0,
+                bytes: b0,
+                modified_unix_ns: m0,
+                ends_hash: h0,
+            },
+            SourceFingerprint::File {
+                path: p1,
+                bytes: b1,
+                modified_unix_ns: m1,
+                ends_hash: h1,
+            },
+        ) => {
+            differs(path_label.to_string(), p0.clone(), p1.clone());
+            if p0 == p1 {
+                differs(
+                    format!("{what} size"),
+                    format!("{b0} bytes"),
+                    format!("{b1} bytes"),
+                );
+                differs(
+                    format!("{what} modification time"),
+                    format!("{m0} ns"),
+                    format!("{m1} ns"),
+                );
+                differs(
+                    format!("hash of the {what}'s first and last MiB"),
+                    h0.clone(),
+                    h1.clone(),
+                );
+            }
+        }
+        (a, b) => differs(what.to_string(), describe(a), describe(b)),
+    }
+}
+
 fn describe(s: &SourceFingerprint) -> String {
     match s {
         SourceFingerprint::File { path, .. } => format!("file {path}"),
@@ -164,10 +224,15 @@ fn describe(s: &SourceFingerprint) -> String {
     }
 }
 
-/// Eight hex digits naming a raw source: a hash of its canonical path and format (and schema
+/// Eight hex digits naming a raw source: a hash of its files' canonical paths (one file, or the
+/// train, valid and test files of a predefined split, in that order) and format (and schema
 /// path), for default cache names.
-pub fn source_tag(raw: &Path, format: Option<&InputFormat>) -> String {
-    let mut key = canonical(raw).display().to_string();
+pub fn source_tag(files: &[&Path], format: Option<&InputFormat>) -> String {
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| canonical(f).display().to_string())
+        .collect();
+    let mut key = paths.join("\0");
     if let Some(f) = format {
         key.push('\0');
         key.push_str(f.name());
@@ -220,4 +285,65 @@ fn file_fingerprint(path: &Path) -> Result<SourceFingerprint> {
         modified_unix_ns,
         ends_hash,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path) -> [PathBuf; 3] {
+        ["train", "valid", "test"].map(|n| {
+            let p = dir.join(format!("{n}.txt"));
+            std::fs::write(&p, format!("{n}\n")).unwrap();
+            p
+        })
+    }
+
+    #[test]
+    fn a_predefined_split_fingerprints_each_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let [train, valid, test] = files(tmp.path());
+        let opts = |v: &Path| {
+            PrepareOptions::files(&train, v, &test, InputFormat::Criteo, tmp.path().join("c"))
+        };
+        let before = Fingerprint::of(&opts(&valid)).unwrap();
+        assert!(before.differences(&before).is_empty());
+        std::fs::write(&valid, "valid, longer\n").unwrap();
+        let after = Fingerprint::of(&opts(&valid)).unwrap();
+        let diffs = after.differences(&before).join("; ");
+        assert!(
+            diffs.contains("valid file size: cache 14 bytes, now 6 bytes"),
+            "{diffs}"
+        );
+        assert!(
+            !diffs.contains("source") && !diffs.contains("test file"),
+            "{diffs}"
+        );
+        // another valid file: its path differs, the split rule (no paths) does not
+        let other = tmp.path().join("other.txt");
+        std::fs::write(&other, "valid, longer\n").unwrap();
+        let diffs = Fingerprint::of(&opts(&other)).unwrap().differences(&after);
+        assert_eq!(diffs.len(), 1, "{diffs:?}");
+        assert!(diffs[0].starts_with("valid file: cache "), "{diffs:?}");
+        // the training file alone, split by days
+        let single =
+            Fingerprint::of(&PrepareOptions::new(&train, InputFormat::Criteo, "c")).unwrap();
+        let diffs = single.differences(&after).join("; ");
+        assert!(
+            diffs.contains("split: cache days") && diffs.contains("now predefined"),
+            "{diffs}"
+        );
+    }
+
+    #[test]
+    fn source_tags_of_a_file_and_of_a_split_starting_with_it_differ() {
+        let tmp = tempfile::tempdir().unwrap();
+        let [train, valid, test] = files(tmp.path());
+        let one = source_tag(&[&train], Some(&InputFormat::Criteo));
+        let three = source_tag(&[&train, &valid, &test], Some(&InputFormat::Criteo));
+        let swapped = source_tag(&[&train, &test, &valid], Some(&InputFormat::Criteo));
+        assert_ne!(one, three);
+        assert_ne!(three, swapped);
+        assert_eq!(one, source_tag(&[&train], Some(&InputFormat::Criteo)));
+    }
 }

@@ -3,11 +3,11 @@
 //! counts. Pass 2 parses again, maps values to indices and appends to the split arrays. The day
 //! split needs the number of data lines first, so it adds a byte-only line count before pass 1.
 use crate::data::cache::{CacheMeta, CacheWriter, CACHE_FORMAT_VERSION};
-use crate::data::error::{FieldError, InputError};
+use crate::data::error::{describe, FieldError, InputError};
 use crate::data::fingerprint::{canonical, Fingerprint};
 use crate::data::lines::{count_lines, LineReader};
 use crate::data::parse::{LineParser, Record, Splitter};
-use crate::data::schema::{CsvSchema, FormatPlan, InputFormat};
+use crate::data::schema::{CsvSchema, FormatPlan, InputFormat, Layout};
 use crate::data::split::{Assigner, Split, SplitCounts, SplitRule};
 use crate::data::synth::SynthConfig;
 use crate::data::vocab::{ValueCollector, ValueCounts};
@@ -60,12 +60,44 @@ impl PrepareOptions {
             generated_from: None,
         }
     }
+
+    /// A predefined split: every row of `train` trains, of `valid` validates and of `test` tests,
+    /// each file in order; the vocabulary (and `min_count`) counts `train` alone.
+    pub fn files(
+        train: impl Into<PathBuf>,
+        valid: impl Into<PathBuf>,
+        test: impl Into<PathBuf>,
+        format: InputFormat,
+        out: impl Into<PathBuf>,
+    ) -> Self {
+        let mut opts = PrepareOptions::new(train, format, out);
+        opts.split = SplitRule::Files {
+            valid: valid.into(),
+            test: test.into(),
+        };
+        opts
+    }
+
+    /// The raw files prepare reads, in order, each with the split all its rows go to (`None`:
+    /// the split rule divides it).
+    pub fn inputs(&self) -> Vec<(&Path, Option<Split>)> {
+        match &self.split {
+            SplitRule::Files { valid, test } => vec![
+                (self.input.as_path(), Some(Split::Train)),
+                (valid.as_path(), Some(Split::Valid)),
+                (test.as_path(), Some(Split::Test)),
+            ],
+            _ => vec![(self.input.as_path(), None)],
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PrepareReport {
+    /// The input file (the training file of a predefined split).
     pub input: PathBuf,
     pub out: PathBuf,
+    pub split: SplitRule,
     pub rows: SplitCounts,
     pub skipped_lines: u64,
     pub num_dense: usize,
@@ -76,11 +108,20 @@ pub struct PrepareReport {
 
 impl fmt::Display for PrepareReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.split {
+            SplitRule::Files { valid, test } => write!(
+                f,
+                "prepared {} (train), {} (valid), {} (test)",
+                self.input.display(),
+                valid.display(),
+                test.display()
+            )?,
+            _ => write!(f, "prepared {}", self.input.display())?,
+        }
         write!(
             f,
-            "prepared {} -> {}: {} train / {} valid / {} test rows, {} dense, {} fields, {} \
+            " -> {}: {} train / {} valid / {} test rows, {} dense, {} fields, {} \
              categories, {} bad lines skipped, {:.1}s",
-            self.input.display(),
             self.out.display(),
             self.rows.train,
             self.rows.valid,
@@ -99,107 +140,138 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     opts.split.validate()?;
     let input = opts.input.as_path();
     let plan = FormatPlan::load(&opts.format)?;
-    let meta =
-        std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
-    if !meta.is_file() {
-        bail!(
-            "{}: not a regular file (a pipe, a terminal or a device?); prepare reads its input \
-             twice (vocabulary, then the cache), so it needs a regular, seekable file: save the \
-             data to a file first",
-            input.display()
-        );
-    }
-    let size = meta.len();
+    let inputs = opts.inputs();
+    let sizes = inputs
+        .iter()
+        .map(|&(path, _)| regular_file_size(path))
+        .collect::<Result<Vec<u64>>>()?;
+    check_distinct(&inputs)?;
     check_inputs_outside(opts)?;
     // Taken before reading: a file changed during or after preparing no longer matches.
     let fingerprint = Fingerprint::of(opts)?;
-    if size == 0 {
-        return Err(InputError {
-            file: input.to_path_buf(),
-            line: 1,
-            column: 1,
-            column_name: None,
-            expected: "at least one data line".into(),
-            found: "an empty file".into(),
+    for (&(path, _), &size) in inputs.iter().zip(&sizes) {
+        if size == 0 {
+            return Err(InputError {
+                file: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                column_name: None,
+                expected: "at least one data line".into(),
+                found: "an empty file".into(),
+            }
+            .into());
         }
-        .into());
     }
+    let total_size: u64 = sizes.iter().sum();
     let days = opts.split == SplitRule::Days;
-    let bar = progress_bar(opts.progress, size * 2 + if days { size } else { 0 });
+    let bar = progress_bar(
+        opts.progress,
+        total_size * 2 + if days { total_size } else { 0 },
+    );
 
     let data_lines = if days {
         bar.set_message("counting lines");
         let lines =
             count_lines(input).with_context(|| format!("cannot read {}", input.display()))?;
-        bar.inc(size);
+        bar.inc(total_size);
         lines.saturating_sub(u64::from(plan.header))
     } else {
         0
     };
-    let assigner = Assigner::new(&opts.split, opts.seed, data_lines);
+    let assigners: Vec<Assigner> = inputs
+        .iter()
+        .map(|&(_, fixed)| match fixed {
+            Some(split) => Assigner::Fixed(split),
+            None => Assigner::new(&opts.split, opts.seed, data_lines),
+        })
+        .collect();
 
+    // Pass 1. The first file fixes the layout (a predefined split's later files must agree
+    // with it); only training rows are counted, so the vocabulary is the training file's.
     bar.set_message("pass 1: vocabulary");
-    let mut pass = Pass::open(input, &plan, opts.skip_bad_lines, &bar)?;
-    let field_names = pass.parser.layout().field_names.clone();
-    let dense_names = pass.parser.layout().dense_names.clone();
-    let mut counts = ValueCounts::new(field_names.len());
+    let mut layout: Option<Layout> = None;
+    let mut counts: Option<ValueCounts> = None;
     let mut rows = SplitCounts::default();
-    while let Some(pos) = pass.next()? {
-        let rec = &pass.rec;
-        let split = assigner.assign(pos);
-        rows.bump(split);
-        if split == Split::Train {
-            counts.add(&rec.cats);
+    let mut skipped = 0;
+    for (&(path, _), assigner) in inputs.iter().zip(&assigners) {
+        let mut pass = Pass::open(path, &plan, opts.skip_bad_lines, &bar, layout.as_ref())?;
+        let fields = pass.parser.layout().field_names.len();
+        layout.get_or_insert_with(|| pass.parser.layout().clone());
+        let counts = counts.get_or_insert_with(|| ValueCounts::new(fields));
+        let mut file_rows = 0u64;
+        while let Some(pos) = pass.next()? {
+            let split = assigner.assign(pos);
+            rows.bump(split);
+            file_rows += 1;
+            if split == Split::Train {
+                counts.add(&pass.rec.cats);
+            }
+        }
+        skipped += pass.skipped;
+        if file_rows == 0 {
+            bail!(
+                "{}: no data rows{}; expected at least one",
+                path.display(),
+                if pass.skipped > 0 {
+                    format!(" (all {} lines were malformed and skipped)", pass.skipped)
+                } else {
+                    " after the header".to_string()
+                }
+            );
         }
     }
-    let skipped = pass.skipped;
-    if rows.total() == 0 {
-        bail!(
-            "{}: no data rows{}; expected at least one",
-            input.display(),
-            if skipped > 0 {
-                format!(" (all {skipped} lines were malformed and skipped)")
-            } else {
-                " after the header".to_string()
-            }
-        );
-    }
+    let (Some(layout), Some(counts)) = (layout, counts) else {
+        bail!("prepare: no input file");
+    };
+    let field_names = layout.field_names.clone();
+    let dense_names = layout.dense_names.clone();
     let vocab = counts.into_vocab(opts.min_count);
 
     bar.set_message("pass 2: writing");
     let mut writer = CacheWriter::create(&opts.out)?;
-    let mut pass = Pass::open(input, &plan, opts.skip_bad_lines, &bar)?;
     let mut idx = vec![0u32; field_names.len()];
     let mut rows2 = SplitCounts::default();
+    let mut skipped2 = 0;
     let mut values = ValueCollector::new(&vocab.cardinalities());
-    while let Some(pos) = pass.next()? {
-        let rec = &pass.rec;
-        let split = assigner.assign(pos);
-        rows2.bump(split);
-        vocab.map_row(&rec.cats, &mut idx);
-        if values.missing() > 0 {
-            let line = pass.line();
-            for (f, &i) in idx.iter().enumerate() {
-                values.offer(f, i, || pass.parser.cat_value(line, f));
+    for (&(path, _), assigner) in inputs.iter().zip(&assigners) {
+        let mut pass = Pass::open(path, &plan, opts.skip_bad_lines, &bar, Some(&layout))?;
+        while let Some(pos) = pass.next()? {
+            let rec = &pass.rec;
+            let split = assigner.assign(pos);
+            rows2.bump(split);
+            vocab.map_row(&rec.cats, &mut idx);
+            if values.missing() > 0 {
+                let line = pass.line();
+                for (f, &i) in idx.iter().enumerate() {
+                    values.offer(f, i, || pass.parser.cat_value(line, f));
+                }
             }
+            writer
+                .push(split, &rec.dense, &idx, rec.label)
+                .with_context(|| format!("cannot write the cache for {}", opts.out.display()))?;
         }
-        writer
-            .push(split, &rec.dense, &idx, rec.label)
-            .with_context(|| format!("cannot write the cache for {}", opts.out.display()))?;
+        skipped2 += pass.skipped;
     }
-    if rows2 != rows || pass.skipped != skipped {
+    let named = || {
+        let paths: Vec<String> = inputs
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        paths.join(", ")
+    };
+    if rows2 != rows || skipped2 != skipped {
         bail!(
-            "{}: the file changed while it was being prepared (pass 1 saw {} rows, pass 2 {})",
-            input.display(),
+            "{}: the input changed while it was being prepared (pass 1 saw {} rows, pass 2 {})",
+            named(),
             rows.total(),
             rows2.total()
         );
     }
     if values.missing() > 0 {
         bail!(
-            "{}: the file changed while it was being prepared ({} vocabulary values not seen \
+            "{}: the input changed while it was being prepared ({} vocabulary values not seen \
              again in pass 2)",
-            input.display(),
+            named(),
             values.missing()
         );
     }
@@ -210,7 +282,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
             _ => None,
         },
         plan.header,
-        pass.parser.layout(),
+        &layout,
         values.into_values(),
         opts.min_count.max(1),
     );
@@ -225,7 +297,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     let meta = CacheMeta {
         format_version: CACHE_FORMAT_VERSION,
         source: input.display().to_string(),
-        source_bytes: size,
+        source_bytes: sizes[0],
         format: opts.format.name().to_string(),
         rows,
         num_dense: dense_names.len(),
@@ -249,6 +321,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     Ok(PrepareReport {
         input: input.to_path_buf(),
         out: opts.out.clone(),
+        split: opts.split.clone(),
         rows,
         skipped_lines: skipped,
         num_dense: meta.num_dense,
@@ -258,14 +331,52 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     })
 }
 
+/// The size of `path`, which must be a regular file: prepare reads it twice.
+fn regular_file_size(path: &Path) -> Result<u64> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{}: not a regular file (a pipe, a terminal or a device?); prepare reads its input \
+             twice (vocabulary, then the cache), so it needs a regular, seekable file: save the \
+             data to a file first",
+            path.display()
+        );
+    }
+    Ok(meta.len())
+}
+
+/// A predefined split's files must be three different files: the same file as train and test
+/// would report training rows as test results.
+fn check_distinct(inputs: &[(&Path, Option<Split>)]) -> Result<()> {
+    for (i, &(a, sa)) in inputs.iter().enumerate() {
+        for &(b, sb) in &inputs[i + 1..] {
+            if canonical(a) == canonical(b) {
+                bail!(
+                    "{}: given as both the {} and the {} file; a predefined split needs three \
+                     different files",
+                    b.display(),
+                    sa.map_or("input", Split::name),
+                    sb.map_or("input", Split::name)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Replacing `--out` must never delete the input or the schema.
 fn check_inputs_outside(opts: &PrepareOptions) -> Result<()> {
     let Ok(out) = std::fs::canonicalize(&opts.out) else {
         return Ok(());
     };
-    let mut inputs = vec![("input", opts.input.as_path())];
+    let mut inputs: Vec<(String, &Path)> = opts
+        .inputs()
+        .into_iter()
+        .map(|(path, split)| (split.map_or("input".into(), |s| format!("{s} file")), path))
+        .collect();
     if let InputFormat::Csv { schema } = &opts.format {
-        inputs.push(("schema", schema));
+        inputs.push(("schema".into(), schema));
     }
     for (what, path) in inputs {
         if canonical(path).starts_with(&out) {
@@ -314,7 +425,15 @@ struct Pass<'b> {
 }
 
 impl<'b> Pass<'b> {
-    fn open(path: &Path, plan: &FormatPlan, skip: bool, bar: &'b ProgressBar) -> Result<Pass<'b>> {
+    /// `like`: the layout of the first file of a predefined split, which this file must share
+    /// (the same header; without a header, each line is checked against its column count).
+    fn open(
+        path: &Path,
+        plan: &FormatPlan,
+        skip: bool,
+        bar: &'b ProgressBar,
+        like: Option<&Layout>,
+    ) -> Result<Pass<'b>> {
         let read_err = || format!("cannot read {}", path.display());
         let mut reader = LineReader::open(path).with_context(read_err)?;
         let (first, terminated) = match reader.next_line().with_context(read_err)? {
@@ -333,7 +452,16 @@ impl<'b> Pass<'b> {
         } else {
             (None, Some(terminated))
         };
-        let parser = LineParser::new(plan.layout(header, columns, path)?);
+        let layout = match like {
+            None => plan.layout(header, columns, path)?,
+            Some(like) => {
+                if let Some(header) = &header {
+                    check_same_header(path, header, like)?;
+                }
+                like.clone()
+            }
+        };
+        let parser = LineParser::new(layout);
         Ok(Pass {
             file: path.to_path_buf(),
             rec: parser.new_record(),
@@ -405,6 +533,42 @@ impl<'b> Pass<'b> {
             }
         }
     }
+}
+
+/// A later file of a predefined split must have the training file's header, column for column.
+/// Not an `InputError`: `--skip-bad-lines` does not skip it.
+fn check_same_header(path: &Path, header: &[String], like: &Layout) -> Result<()> {
+    let want = &like.column_names;
+    let mismatch = |column: usize, expected: String, found: String| {
+        let e = InputError {
+            file: path.to_path_buf(),
+            line: 1,
+            column,
+            column_name: None,
+            expected,
+            found,
+        };
+        anyhow::anyhow!("{e} (the train, valid and test files must have the same columns)")
+    };
+    if let Some(i) = (0..header.len().min(want.len())).find(|&i| header[i] != want[i]) {
+        return Err(mismatch(
+            i + 1,
+            format!(
+                "the training file's header, whose column {} is {}",
+                i + 1,
+                describe(want[i].as_bytes())
+            ),
+            describe(header[i].as_bytes()),
+        ));
+    }
+    if header.len() != want.len() {
+        return Err(mismatch(
+            header.len().min(want.len()) + 1,
+            format!("the training file's header of {} columns", want.len()),
+            format!("a header of {} columns", header.len()),
+        ));
+    }
+    Ok(())
 }
 
 impl Drop for Pass<'_> {

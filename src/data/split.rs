@@ -4,6 +4,7 @@ use crate::data::hash::mix64;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -92,6 +93,10 @@ pub enum SplitRule {
         valid_fraction: f64,
         test_fraction: f64,
     },
+    /// Predefined split (benchmarks such as FuxiCTR and BARS ship three files): every row of the
+    /// input (the training file) trains, every row of `valid` validates and every row of `test`
+    /// tests, each in file order. The paths are as given; the fingerprint records them resolved.
+    Files { valid: PathBuf, test: PathBuf },
 }
 
 impl SplitRule {
@@ -135,6 +140,9 @@ impl fmt::Display for SplitRule {
                 100.0 * valid_fraction,
                 100.0 * test_fraction
             ),
+            // No paths: the same files named from another directory are the same split (the
+            // fingerprint compares the files themselves).
+            SplitRule::Files { .. } => f.write_str("predefined (train, valid and test files)"),
         }
     }
 }
@@ -150,12 +158,16 @@ pub(crate) enum Assigner {
         test_below: u64,
         valid_below: u64,
     },
+    /// Every line of the file to one split (a file of a predefined split).
+    Fixed(Split),
 }
 
 impl Assigner {
-    /// `data_lines` is needed (and only used) by the day split.
+    /// The assigner of the rule's input file. `data_lines` is needed (and only used) by the day
+    /// split; under `Files` the input is the training file.
     pub(crate) fn new(rule: &SplitRule, seed: u64, data_lines: u64) -> Assigner {
         match *rule {
+            SplitRule::Files { .. } => Assigner::Fixed(Split::Train),
             SplitRule::Days => {
                 let train_end = (u128::from(data_lines) * 6 / 7) as u64;
                 let valid_end = train_end + (data_lines - train_end) / 2;
@@ -182,6 +194,7 @@ impl Assigner {
     /// Split of the data line at 0-based position `pos`.
     pub(crate) fn assign(&self, pos: u64) -> Split {
         match *self {
+            Assigner::Fixed(split) => split,
             Assigner::Days {
                 train_end,
                 valid_end,

@@ -1,7 +1,7 @@
 //! Summaries of a cache: split sizes, positive rates and per-field frequency profiles (how
 //! skewed, how much falls out of vocabulary), for `mlet data stats`.
 use crate::data::cache::Dataset;
-use crate::data::split::{Split, SplitCounts};
+use crate::data::split::{Split, SplitCounts, SplitRule};
 use serde::Serialize;
 use std::fmt;
 
@@ -25,6 +25,9 @@ pub struct CacheStats {
     pub cache: String,
     pub source: String,
     pub format: String,
+    /// How rows were divided; a predefined split names its valid and test files (`source` is
+    /// the training file).
+    pub split: SplitRule,
     pub rows: SplitCounts,
     pub skipped_lines: u64,
     pub min_count: u32,
@@ -79,6 +82,7 @@ pub fn cache_stats(ds: &Dataset) -> CacheStats {
         cache: ds.dir().display().to_string(),
         source: ds.meta.source.clone(),
         format: ds.meta.format.clone(),
+        split: ds.meta.split.clone(),
         rows: ds.meta.rows,
         skipped_lines: ds.meta.skipped_lines,
         min_count: ds.meta.min_count,
@@ -96,6 +100,17 @@ impl fmt::Display for CacheStats {
             "cache    {} ({} from {})",
             self.cache, self.format, self.source
         )?;
+        match &self.split {
+            SplitRule::Files { valid, test } => writeln!(
+                f,
+                "split    {}: train {}, valid {}, test {}",
+                self.split,
+                self.source,
+                valid.display(),
+                test.display()
+            )?,
+            rule => writeln!(f, "split    {rule}")?,
+        }
         writeln!(
             f,
             "rows     train {}  valid {}  test {}  (skipped lines {})",

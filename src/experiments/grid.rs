@@ -401,7 +401,7 @@ fn dataset_label(spec: &RunSpec) -> String {
     if let Some(s) = &d.synthetic {
         return format!("synthetic-{}", s.rows);
     }
-    let path = d.raw.as_ref().or(d.cache.as_ref());
+    let path = d.raw.as_ref().or(d.train.as_ref()).or(d.cache.as_ref());
     path.and_then(|p| p.file_stem())
         .map_or("data".into(), |s| s.to_string_lossy().into_owned())
 }

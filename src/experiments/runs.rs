@@ -21,6 +21,17 @@ fn prepare_options(data: &DataConfig, cache: &Path, quiet: bool) -> Result<Optio
                 .context("data.schema: required with format csv")?,
         };
         (raw.clone(), format)
+    } else if let Some((train, valid, test)) = data.split_files() {
+        let format = match data.format {
+            None => anyhow::bail!("data.format: required with data.train"),
+            Some(_) => data
+                .input_format()
+                .context("data.schema: required with format csv")?,
+        };
+        let mut opts = PrepareOptions::files(train, valid, test, format, cache);
+        opts.min_count = data.min_count;
+        opts.progress = !quiet;
+        return Ok(Some(opts));
     } else {
         return Ok(None);
     };
@@ -47,13 +58,19 @@ pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
         });
     };
     if cache.join(data::META_FILE).is_file() {
-        if opts.generated_from.is_none() && !opts.input.exists() {
+        let absent: Vec<String> = opts
+            .inputs()
+            .iter()
+            .filter(|(p, _)| !p.exists())
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        if opts.generated_from.is_none() && !absent.is_empty() {
             // Nothing to compare with, and nothing else to train on: say so, and go on.
             if !quiet {
                 eprintln!(
                     "warning: {} does not exist; using the cache {} without checking that it was \
                      made from it",
-                    opts.input.display(),
+                    absent.join(", "),
                     cache.display()
                 );
             }
@@ -72,8 +89,8 @@ pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
             anyhow::bail!(
                 "data.cache: {} does not match this experiment's data section: {}. It is named \
                  explicitly, so it is not replaced: delete it to have it prepared again, prepare \
-                 it yourself with `mlet data prepare`, or remove data.raw / data.synthetic to \
-                 use it as it is",
+                 it yourself with `mlet data prepare`, or remove data.raw / data.train / \
+                 data.synthetic to use it as it is",
                 cache.display(),
                 diffs.join("; ")
             );
@@ -100,11 +117,12 @@ pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
         data::write_synthetic(&opts.input, synth)?;
     }
     if !quiet {
-        eprintln!(
-            "preparing {} into {}",
-            opts.input.display(),
-            cache.display()
-        );
+        let inputs: Vec<String> = opts
+            .inputs()
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        eprintln!("preparing {} into {}", inputs.join(", "), cache.display());
     }
     let prepared = data::prepare(&opts);
     if opts.generated_from.is_some() {
@@ -118,7 +136,8 @@ pub fn open_data(data: &DataConfig, quiet: bool) -> Result<Dataset> {
 /// Settings a command line may impose on every run of a file.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
-    /// A raw data file replacing the file's `data.raw` (and any synthetic source).
+    /// A raw data file replacing the file's `data.raw` (and any synthetic source or predefined
+    /// split).
     pub raw: Option<PathBuf>,
     pub device: Option<String>,
     pub threads: Option<usize>,
@@ -132,6 +151,9 @@ impl Overrides {
         if let Some(raw) = &self.raw {
             c.data.raw = Some(raw.clone());
             c.data.synthetic = None;
+            c.data.train = None;
+            c.data.valid = None;
+            c.data.test = None;
         }
         if let Some(d) = &self.device {
             c.training.device = d.clone();
