@@ -154,6 +154,35 @@ fn mlet() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_mlet"))
 }
 
+/// `mlet data stats DIR | head -1`: a reader that has gone away ends mlet as it ends any Unix
+/// tool (quietly, by SIGPIPE), not with a panic.
+#[test]
+fn output_into_a_closed_pipe_is_not_a_panic() {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, _) = make_cache(dir.path(), 500);
+    let mut fds = [0; 2];
+    // SAFETY: a fresh pipe; each end is owned once below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // the reader is closed before mlet writes a byte
+    drop(unsafe { std::fs::File::from_raw_fd(fds[0]) });
+    let writer = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+    let r = mlet()
+        .args(["data", "stats"])
+        .arg(&out)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        r.status.success() || r.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        r.status
+    );
+}
+
 /// Issue 8 item 6: `--out` is replaced only when it is provably a cache, never when it holds
 /// anything else or the input itself.
 #[test]
