@@ -56,6 +56,7 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
         init_std: 0.25,
         table_init: TableInit::UniformSqrtN,
         table_std: 1e-4,
+        sets: 1,
         hash: None,
     };
     let model_cfg = ModelConfig::Dlrm {

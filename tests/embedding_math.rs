@@ -21,6 +21,7 @@ fn mlet_config(dim: usize, k: usize, init_std: f64) -> EmbeddingConfig {
         init_std,
         table_init: TableInit::Xavier,
         table_std: 1e-4,
+        sets: 1,
         hash: None,
     }
 }
@@ -84,7 +85,7 @@ fn collapsed_model_predicts_what_the_trained_mlet_model_predicts() {
     let batch = random_batch(500, 4, &cards, 999);
     let predict = |m: &CtrModel| {
         tch::no_grad(|| {
-            let (dense, _, index) = batch_tensors(&batch, &m.embeddings, Device::Cpu).unwrap();
+            let (dense, _, index) = batch_tensors(&batch, &m, Device::Cpu).unwrap();
             m.forward(&dense, &index, false).logits
         })
     };
@@ -100,8 +101,8 @@ fn collapsed_model_predicts_what_the_trained_mlet_model_predicts() {
     // the tensor path used by export agrees with the host-side lookup path
     let local = Tensor::from_slice(&batch.cat).view([500, 4]);
     let via_tensor = model.embeddings.forward_local(&local);
-    let (_, _, index) = batch_tensors(&batch, &model.embeddings, Device::Cpu).unwrap();
-    let via_index = model.embeddings.lookup(&index).output;
+    let (_, _, index) = batch_tensors(&batch, &model, Device::Cpu).unwrap();
+    let via_index = model.embeddings.lookup(&index.embedding).output;
     assert!(via_tensor.allclose(&via_index, 0.0, 0.0, false));
 }
 
@@ -151,14 +152,11 @@ fn effective_step(lr: f64) -> (Tensor, Tensor) {
     let lookup = emb.lookup(&index);
     opt.zero_grad();
     loss_of(&lookup.output).backward();
-    opt.step(
-        &[SparseGrad {
-            name: "emb",
-            table: &emb.table,
-            lookup: &lookup,
-        }],
-        &index,
-    );
+    opt.step(&[SparseGrad {
+        name: "emb",
+        table: &emb.table,
+        lookup: &lookup,
+    }]);
     let actual = emb.collapse().table - before;
     (actual, predicted)
 }
@@ -218,14 +216,11 @@ fn single_layer_step_touches_only_the_batch_rows() {
     let lookup = emb.lookup(&index);
     opt.zero_grad();
     lookup.output.square().sum(Kind::Float).backward();
-    opt.step(
-        &[SparseGrad {
-            name: "emb",
-            table: &emb.table,
-            lookup: &lookup,
-        }],
-        &index,
-    );
+    opt.step(&[SparseGrad {
+        name: "emb",
+        table: &emb.table,
+        lookup: &lookup,
+    }]);
     let changed = (&emb.table - &before)
         .abs()
         .sum_dim_intlist(1, false, Kind::Float)

@@ -61,6 +61,7 @@ fn ids_map_to_their_remainder_and_oov_stays_zero() {
         init_std: 0.5,
         table_init: TableInit::Xavier,
         table_std: 1e-4,
+        sets: 1,
         hash: None,
     };
     let hashed = [HashedField {

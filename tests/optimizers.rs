@@ -161,7 +161,6 @@ for n, p in (("w", w), ("b", b), ("proj", proj)):
     ));
 
     let mut opt = Optimizer::new(&config(kind, weight_decay), &vs);
-    let no_index = LookupIndex::new(&[0], &[0], &[1], Device::Cpu).unwrap();
     let mut worst = (0.0f64, 0.0f64);
     for s in 0..STEPS {
         opt.zero_grad();
@@ -171,7 +170,7 @@ for n, p in (("w", w), ("b", b), ("proj", proj)):
             .reduce(|a, b| a + b)
             .unwrap();
         loss.backward();
-        opt.step(&[], &no_index);
+        opt.step(&[]);
         for (p, _, short) in &vars {
             let theirs = npy(d, short).get(s as i64);
             let (rel, abs) = diff(p, &theirs);
@@ -309,16 +308,14 @@ for slot in {slots:?}:
         let lookup_rows = Lookup {
             output: rows.shallow_clone(),
             rows,
+            unique: index.unique.shallow_clone(),
         };
         let before = table.copy();
-        opt.step(
-            &[SparseGrad {
-                name: "emb",
-                table: &table,
-                lookup: &lookup_rows,
-            }],
-            &index,
-        );
+        opt.step(&[SparseGrad {
+            name: "emb",
+            table: &table,
+            lookup: &lookup_rows,
+        }]);
         let (rel, abs) = diff(&table, &torch_tables.get(s as i64));
         assert!(
             rel <= tolerance(dtype),
@@ -410,6 +407,7 @@ fn mlet_embedding() -> EmbeddingConfig {
         init_std: 0.25,
         table_init: Default::default(),
         table_std: 1e-4,
+        sets: 1,
         hash: None,
     }
 }
@@ -417,7 +415,7 @@ fn mlet_embedding() -> EmbeddingConfig {
 const CARDS: [usize; 3] = [30, 7, 50];
 
 /// One training step of a model through `Optimizer::step` with the model's `SparseGrad`s.
-fn step_once(model: &CtrModel, opt: &mut Optimizer, seed: u64) -> LookupIndex {
+fn step_once(model: &CtrModel, opt: &mut Optimizer, seed: u64) -> mlet::models::BatchIndex {
     let batch = common::batch(16, 2, &CARDS, seed);
     let no_l2 = L2Config {
         embedding: 0.0,
@@ -462,7 +460,7 @@ fn a_model_step_updates_exactly_the_touched_rows() {
                 .collect();
             let projection = model.embeddings.projection.as_ref().unwrap().copy();
             let index = step_once(&model, &mut opt, step);
-            let unique = Vec::<i64>::try_from(&index.unique).unwrap();
+            let unique = Vec::<i64>::try_from(&index.embedding.unique).unwrap();
             let total: i64 = CARDS.iter().sum::<usize>() as i64;
             assert!(
                 (unique.len() as i64) < total,

@@ -41,6 +41,7 @@ fn sgd_step(lr: f64, cards: &[usize], d: usize, k: usize) -> Vec<FieldStep> {
         init_std: 0.5,
         table_init: TableInit::Xavier,
         table_std: 1e-4,
+        sets: 1,
         hash: None,
     };
     let emb = Embeddings::new(&(vs.root() / "emb"), cards, &cfg).unwrap();
@@ -82,14 +83,11 @@ fn sgd_step(lr: f64, cards: &[usize], d: usize, k: usize) -> Vec<FieldStep> {
     let lookup = emb.lookup(&index);
     opt.zero_grad();
     loss_of(&lookup.output).backward();
-    opt.step(
-        &[SparseGrad {
-            name: "emb",
-            table: &emb.table,
-            lookup: &lookup,
-        }],
-        &index,
-    );
+    opt.step(&[SparseGrad {
+        name: "emb",
+        table: &emb.table,
+        lookup: &lookup,
+    }]);
     let delta = emb.collapse().table - before;
     emb.offsets()
         .iter()

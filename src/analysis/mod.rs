@@ -108,13 +108,14 @@ impl AnalysisRun {
         &self.field_names
     }
 
-    /// Per field: its name and a view (not a copy) of its collapsed `[n, d]` table.
+    /// Per table: its name (`set{m}.{field}` under multi-embedding) and a view (not a copy) of
+    /// its collapsed `[n, d]` table.
     pub fn field_tables(&self) -> Vec<(String, Tensor)> {
         let emb = &self.run.model.embeddings;
         emb.offsets()
             .iter()
             .zip(emb.cardinalities())
-            .zip(self.field_names())
+            .zip(&emb.table_names(self.field_names()))
             .map(|((&off, &n), name)| (name.clone(), emb.table.narrow(0, off, n)))
             .collect()
     }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+use super::models::{Dcnv2Config, DnnConfig, FinalMlpConfig, IpnnConfig, NfwfmConfig};
 use crate::data::{InputFormat, SynthConfig};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -203,6 +204,12 @@ pub enum ModelConfig {
         #[serde(default)]
         l2: L2Config,
     },
+    /// Paper 004's models (see `config::models`); they take `embedding.sets` above 1.
+    Dnn(DnnConfig),
+    Ipnn(IpnnConfig),
+    Nfwfm(NfwfmConfig),
+    Dcnv2(Dcnv2Config),
+    Finalmlp(FinalMlpConfig),
 }
 
 /// L2 penalties added to the loss, DeepCTR-Torch style (`l2 · Σ w²`). Embedding and linear
@@ -272,17 +279,36 @@ impl ModelConfig {
             ModelConfig::Dcn { .. } => "dcn",
             ModelConfig::Autoint { .. } => "autoint",
             ModelConfig::Nfm { .. } => "nfm",
+            ModelConfig::Dnn(_) => "dnn",
+            ModelConfig::Ipnn(_) => "ipnn",
+            ModelConfig::Nfwfm(_) => "nfwfm",
+            ModelConfig::Dcnv2(_) => "dcnv2",
+            ModelConfig::Finalmlp(_) => "finalmlp",
         }
+    }
+
+    /// The kinds that take several embedding sets (`embedding.sets`).
+    pub const MULTI_EMBEDDING_KINDS: [&'static str; 6] =
+        ["dnn", "ipnn", "nfwfm", "dcnv2", "finalmlp", "xdeepfm"];
+
+    pub fn supports_sets(&self) -> bool {
+        Self::MULTI_EMBEDDING_KINDS.contains(&self.name())
     }
 
     pub fn family(&self) -> Family {
         Family::of_kind(self.name())
     }
 
-    /// The L2 settings (DLRM has none).
+    /// The L2 settings (DLRM and paper 004's models have none: the latter regularise through
+    /// the optimizer's weight decay, as their authors do).
     pub fn l2(&self) -> L2Config {
         match self {
-            ModelConfig::Dlrm { .. } => L2Config {
+            ModelConfig::Dlrm { .. }
+            | ModelConfig::Dnn(_)
+            | ModelConfig::Ipnn(_)
+            | ModelConfig::Nfwfm(_)
+            | ModelConfig::Dcnv2(_)
+            | ModelConfig::Finalmlp(_) => L2Config {
                 embedding: 0.0,
                 linear: 0.0,
                 dnn: 0.0,
@@ -341,6 +367,10 @@ pub struct EmbeddingConfig {
     /// Std for `table_init: normal`.
     #[serde(default = "default_table_std")]
     pub table_std: f64,
+    /// Multi-embedding (paper 004): independent embedding sets per field, each looked up and fed
+    /// to its own copy of the model's interaction; 1 is a plain (single) embedding.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub sets: usize,
     /// The modulo hashing trick on some fields' ids (see `embedding::hash`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<HashConfig>,
@@ -405,6 +435,14 @@ impl HashConfig {
 
 fn default_init_std() -> f64 {
     EmbeddingConfig::DEFAULT_INIT_STD
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 fn default_table_std() -> f64 {
@@ -596,6 +634,18 @@ impl RunConfig {
         if e.dim == 0 {
             return Err("embedding.dim: must be at least 1".into());
         }
+        if e.sets == 0 {
+            return Err("embedding.sets: must be at least 1 (1 = a single embedding)".into());
+        }
+        if e.sets > 1 && !self.model.supports_sets() {
+            return Err(format!(
+                "embedding.sets: {} sets need a model with multi-embedding ({}); `{}` has one \
+                 embedding set",
+                e.sets,
+                ModelConfig::MULTI_EMBEDDING_KINDS.join(", "),
+                self.model.name()
+            ));
+        }
         if e.kind == EmbeddingKind::Mlet {
             match e.k {
                 None => return Err("embedding.k: required when embedding.kind is mlet".into()),
@@ -697,6 +747,11 @@ impl RunConfig {
                 dropout("bi_dropout", *bi_dropout)?;
                 dropout("dnn_dropout", *dnn_dropout)?;
             }
+            ModelConfig::Dnn(c) => c.validate()?,
+            ModelConfig::Ipnn(c) => c.validate()?,
+            ModelConfig::Nfwfm(c) => c.validate()?,
+            ModelConfig::Dcnv2(c) => c.validate()?,
+            ModelConfig::Finalmlp(c) => c.validate()?,
         }
         let l2 = self.model.l2();
         for (key, v) in [

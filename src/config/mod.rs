@@ -3,6 +3,7 @@
 mod experiment;
 mod grid;
 mod load;
+mod models;
 mod yaml;
 mod yaml_depth;
 
@@ -11,4 +12,5 @@ pub use load::{
     load_experiment, load_runs, parse_experiment, parse_runs, ExperimentFile, InitStdSweep,
     OpenSweep, ReportConfig, RunSpec,
 };
+pub use models::*;
 pub use yaml_depth::check_depth as check_yaml_depth;

@@ -15,6 +15,15 @@ pub struct LookupIndex {
 }
 
 impl LookupIndex {
+    /// The same index (its tensors shared): a table of the same shape reads the same rows.
+    pub fn shallow_clone(&self) -> LookupIndex {
+        LookupIndex {
+            batch: self.batch,
+            unique: self.unique.shallow_clone(),
+            inverse: self.inverse.shallow_clone(),
+        }
+    }
+
     /// `local` is row-major `[batch, F]` with field-local indices; checked against the
     /// cardinalities so that a corrupt cache is an error, not an out-of-bounds read in libtorch.
     pub fn new(

@@ -14,6 +14,12 @@
 //!
 //! With the hashing trick (`embedding.hash`, see `hash`), a hashed field's table has fewer rows
 //! than its vocabulary and its ids are reduced modulo the table size before the lookup.
+//!
+//! Multi-embedding (paper 004, `embedding.sets: M`) gives every field M independent tables.
+//! They are more tables of the same fused table, set-major: table `m·F + f` is set m's table of
+//! field f. A lookup repeats the batch's ids once per set and returns `[B, M·F, d]`, which a
+//! model splits into M `[B, F, d]` blocks (`Features::sets`). Collapse, the optimizer and the
+//! memory check see M·F tables and need nothing else.
 pub mod hash;
 mod index;
 mod init;
@@ -32,7 +38,10 @@ pub const PROJECTION: &str = "projection";
 
 pub struct Embeddings {
     dim: i64,
-    /// Rows of each field's table: the vocabulary size, or the buckets of a hashed field.
+    /// Independent embedding sets (1 unless multi-embedding).
+    sets: usize,
+    /// Rows of each table (M·F of them, set-major): the field's vocabulary size, or the buckets
+    /// of a hashed field.
     cardinalities: Vec<i64>,
     offsets: Vec<i64>,
     /// `offsets` as a `[1, F]` tensor on the table's device, built once: a tensor made from a
@@ -40,12 +49,12 @@ pub struct Embeddings {
     offset_row: Tensor,
     /// Set when some field is hashed.
     hashing: Option<Hashing>,
-    /// Each field's vocabulary size as a `[1, F]` tensor (built once, like `offset_row`): the
+    /// Each table's vocabulary size as a `[1, M·F]` tensor (built once, like `offset_row`): the
     /// export path maps ids outside it to the field's OOV row.
     vocabulary_row: Tensor,
     /// `[Σn, width]`; width is d for single-layer tables and k for MLET.
     pub table: Tensor,
-    /// MLET's `[F, k, d]` projections.
+    /// MLET's `[M·F, k, d]` projections, one per table.
     pub projection: Option<Tensor>,
 }
 
@@ -69,10 +78,13 @@ impl Hashing {
 
 /// The output of a lookup plus the gathered rows, whose gradient is the table's sparse gradient.
 pub struct Lookup {
-    /// `[B, F, d]`.
+    /// `[B, M·F, d]`.
     pub output: Tensor,
-    /// `[U, width]` leaf holding the distinct rows of the batch (`LookupIndex::unique`).
+    /// `[U, width]` leaf holding the distinct rows of the batch.
     pub rows: Tensor,
+    /// `[U]` the table rows `rows` were gathered from (the index's `unique`): where the
+    /// optimizer writes their update, whatever table this lookup read.
+    pub unique: Tensor,
 }
 
 impl Embeddings {
@@ -100,11 +112,18 @@ impl Embeddings {
         if width == 0 || cfg.dim == 0 {
             bail!("embedding dim and k must be at least 1");
         }
-        let vocabulary: Vec<i64> = cardinalities.iter().map(|&n| n as i64).collect();
-        let cardinalities: Vec<i64> = hash::table_rows(cardinalities, hashed)?
-            .into_iter()
-            .map(|n| n as i64)
-            .collect();
+        if cfg.sets == 0 {
+            bail!("embedding.sets must be at least 1");
+        }
+        // per table, set-major: every set repeats the fields
+        let per_set = |v: Vec<i64>| -> Vec<i64> { v.repeat(cfg.sets) };
+        let vocabulary = per_set(cardinalities.iter().map(|&n| n as i64).collect());
+        let cardinalities = per_set(
+            hash::table_rows(cardinalities, hashed)?
+                .into_iter()
+                .map(|n| n as i64)
+                .collect(),
+        );
         let offsets = offsets_of(&cardinalities);
         let rows: i64 = cardinalities.iter().sum();
         check_memory(rows, cardinalities.len(), cfg, path.kind(), path.device())?;
@@ -133,6 +152,7 @@ impl Embeddings {
         });
         Ok(Embeddings {
             dim: cfg.dim as i64,
+            sets: cfg.sets,
             offset_row: as_row(&offsets, &table),
             hashing,
             vocabulary_row,
@@ -147,21 +167,56 @@ impl Embeddings {
         self.dim
     }
 
+    /// Categorical fields F (each has one table per set).
     pub fn num_fields(&self) -> usize {
+        self.cardinalities.len() / self.sets
+    }
+
+    /// Embedding sets M (1 unless multi-embedding).
+    pub fn num_sets(&self) -> usize {
+        self.sets
+    }
+
+    /// Tables M·F, set-major.
+    pub fn num_tables(&self) -> usize {
         self.cardinalities.len()
     }
 
+    /// Each table's first row in the fused table.
     pub fn offsets(&self) -> &[i64] {
         &self.offsets
     }
 
-    /// Rows of each field's table (for a hashed field, its buckets).
+    /// Rows of each table (for a hashed field, its buckets).
     pub fn cardinalities(&self) -> &[i64] {
         &self.cardinalities
     }
 
-    /// The lookup index of `[B, F]` field-local ids (row-major), hashed ids reduced to their rows.
+    /// A name per table from the fields' names: the field's own with one set, `set{m}.{field}`
+    /// with several (for exported tables and analyses).
+    pub fn table_names(&self, field_names: &[String]) -> Vec<String> {
+        if self.sets == 1 {
+            return field_names.to_vec();
+        }
+        (0..self.sets)
+            .flat_map(|m| field_names.iter().map(move |f| format!("set{m}.{f}")))
+            .collect()
+    }
+
+    /// The lookup index of `[B, F]` field-local ids (row-major), hashed ids reduced to their
+    /// rows; with several sets every example's ids are looked up once per set.
     pub fn index(&self, local: &[i64], device: tch::Device) -> Result<LookupIndex> {
+        let repeated;
+        let local = if self.sets == 1 {
+            local
+        } else {
+            let f = self.num_fields();
+            repeated = local
+                .chunks(f)
+                .flat_map(|row| row.repeat(self.sets))
+                .collect::<Vec<i64>>();
+            &repeated[..]
+        };
         match &self.hashing {
             None => LookupIndex::new(local, &self.offsets, &self.cardinalities, device),
             Some(h) => LookupIndex::hashed(
@@ -184,15 +239,16 @@ impl Embeddings {
             .set_requires_grad(true);
         let gathered =
             rows.index_select(0, &index.inverse)
-                .view([index.batch, self.num_fields() as i64, -1]);
+                .view([index.batch, self.num_tables() as i64, -1]);
         Lookup {
             output: self.project(gathered),
             rows,
+            unique: index.unique.shallow_clone(),
         }
     }
 
     /// Looks up `[B, F]` field-local indices held in a tensor (the export path: no host-side
-    /// deduplication, so it traces into TorchScript).
+    /// deduplication, so it traces into TorchScript); `[B, M·F, d]`.
     pub fn forward_local(&self, local: &Tensor) -> Tensor {
         let global = self.rows_of_local(local);
         // -1 for the batch: a traced module must not freeze the batch size
@@ -216,10 +272,16 @@ impl Embeddings {
             * scales
     }
 
-    /// `[B, F]` field-local ids → rows of the fused table, in tensor ops (the export path): an id
-    /// outside its field's vocabulary (negative, or at least its size) reads the field's OOV row
-    /// 0 rather than another field's rows; a hashed field's id is reduced modulo its table size.
+    /// `[B, F]` field-local ids → `[B, M·F]` rows of the fused table, in tensor ops (the export
+    /// path): an id outside its field's vocabulary (negative, or at least its size) reads the
+    /// field's OOV row 0 rather than another field's rows; a hashed field's id is reduced modulo
+    /// its table size.
     fn rows_of_local(&self, local: &Tensor) -> Tensor {
+        let local = if self.sets == 1 {
+            local.shallow_clone()
+        } else {
+            local.repeat([1, self.sets as i64])
+        };
         let in_vocabulary = local
             .ge(0)
             .logical_and(&local.lt_tensor(&self.vocabulary_row));
@@ -230,7 +292,7 @@ impl Embeddings {
         }
     }
 
-    /// `[B, F, width]` → `[B, F, d]`: MLET's per-field projection; identity for single tables.
+    /// `[B, M·F, width]` → `[B, M·F, d]`: MLET's per-table projection; identity for single tables.
     fn project(&self, gathered: Tensor) -> Tensor {
         match &self.projection {
             None => gathered,
@@ -243,7 +305,7 @@ impl Embeddings {
         let table = tch::no_grad(|| match &self.projection {
             None => self.table.copy(),
             Some(p) => {
-                let parts: Vec<Tensor> = (0..self.num_fields())
+                let parts: Vec<Tensor> = (0..self.num_tables())
                     .map(|f| {
                         let (off, n) = (self.offsets[f], self.cardinalities[f]);
                         self.table.narrow(0, off, n).matmul(&p.get(f as i64))
@@ -254,6 +316,7 @@ impl Embeddings {
         });
         Embeddings {
             dim: self.dim,
+            sets: self.sets,
             cardinalities: self.cardinalities.clone(),
             offsets: self.offsets.clone(),
             offset_row: self.offset_row.shallow_clone(),
@@ -295,7 +358,7 @@ fn check_memory(
         values += fields as u128 * width * cfg.dim as u128;
     }
     let bytes = values.saturating_mul(kind.elt_size_in_bytes() as u128);
-    let shape = match cfg.kind {
+    let mut shape = match cfg.kind {
         EmbeddingKind::Single => format!("{rows} rows x d = {}", cfg.dim),
         EmbeddingKind::Mlet => format!(
             "{rows} rows x k = {} and {fields} projections {} x {}",
@@ -304,6 +367,9 @@ fn check_memory(
             cfg.dim
         ),
     };
+    if cfg.sets > 1 {
+        shape += &format!(", {} sets", cfg.sets);
+    }
     // on a GPU libtorch's own error is clear; the element count must still fit its i64
     let limit = match device {
         tch::Device::Cpu => available_memory_bytes().map(u128::from),

@@ -172,6 +172,7 @@ pub fn export_run_as(
                         &Features {
                             dense: &x[0],
                             emb: &emb,
+                            sets: model.embeddings.num_sets(),
                             linear: linear.as_ref(),
                         },
                         false,
@@ -308,7 +309,7 @@ fn collapsed_tables(model: &CtrModel, names: &(Vec<String>, Vec<String>)) -> Vec
         .offsets()
         .iter()
         .zip(emb.cardinalities())
-        .zip(&names.0)
+        .zip(&emb.table_names(&names.0))
         .map(|((&off, &n), name)| {
             (
                 name.clone(),
@@ -390,11 +391,12 @@ fn schema(
 ) -> serde_json::Value {
     let (fields, dense) = names;
     let c = &run.config;
+    let tables = run.model.embeddings.table_names(fields);
     let quantized = scales.map(|s| {
         json!({
             "dtype": "int8",
             "scheme": "uniform symmetric per field: table = scale · q, q in [-127, 127]; scale by L2-optimal grid search",
-            "scales": fields.iter().zip(s).map(|(f, s)| (f.clone(), json!(s))).collect::<serde_json::Map<_, _>>(),
+            "scales": tables.iter().zip(s).map(|(f, s)| (f.clone(), json!(s))).collect::<serde_json::Map<_, _>>(),
             "linear_part": "float32 (not quantised)",
         })
     });
@@ -410,6 +412,7 @@ fn schema(
         "output": {"dtype": "float32", "shape": ["batch"], "meaning": "click probability"},
         "model": c.model.name(),
         "embedding": {"dim": c.embedding.dim, "trained_as": c.embedding.kind, "k": c.embedding.k,
+                      "sets": c.embedding.sets, "tables": tables,
                       "collapsed": true, "bytes": embedding_bytes,
                       "quantized": quantized},
         "data_cache": c.data.cache_dir(),

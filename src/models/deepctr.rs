@@ -71,6 +71,10 @@ impl DeepParts {
         Some(head.forward(&Tensor::cat(&parts, 1)))
     }
 
+    pub fn has_dnn(&self) -> bool {
+        self.dnn.is_some()
+    }
+
     /// `dnn_linear`'s weight, for models that regularise it with another coefficient.
     pub fn head_weight(&self) -> Option<&Tensor> {
         self.head.as_ref().map(|h| &h.ws)

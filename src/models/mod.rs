@@ -5,7 +5,9 @@ mod dcn;
 mod deepctr;
 mod deepfm;
 mod dlrm;
+mod final_mlp;
 mod nfm;
+mod setwise;
 mod wdl;
 mod xdeepfm;
 
@@ -13,7 +15,9 @@ pub use autoint::AutoInt;
 pub use dcn::Dcn;
 pub use deepfm::DeepFm;
 pub use dlrm::Dlrm;
+pub use final_mlp::FinalMlp;
 pub use nfm::Nfm;
+pub use setwise::SetwiseMlp;
 pub use wdl::Wdl;
 pub use xdeepfm::XDeepFm;
 
@@ -27,10 +31,20 @@ use crate::embedding::{Embeddings, HashedField, Lookup, LookupIndex};
 pub struct Features<'a> {
     /// `[B, num_dense]`.
     pub dense: &'a Tensor,
-    /// `[B, F, d]` from the model's embeddings (single-layer or MLET).
+    /// `[B, M·F, d]` from the model's embeddings (single-layer or MLET): M sets of F fields,
+    /// set-major; `[B, F, d]` with one set.
     pub emb: &'a Tensor,
+    /// Embedding sets M.
+    pub sets: usize,
     /// `[B, F, 1]` per-category weights of the linear ("wide") part, for the models that have one.
     pub linear: Option<&'a Tensor>,
+}
+
+impl Features<'_> {
+    /// Each set's `[B, F, d]` embeddings.
+    pub fn set_embeddings(&self) -> Vec<Tensor> {
+        self.emb.chunk(self.sets as i64, 1)
+    }
 }
 
 /// The part of a model after the embedding lookups.
@@ -76,8 +90,15 @@ pub struct CtrModel {
     pub network: Box<dyn Network>,
 }
 
+/// Where a batch's ids land in each sparse table: the embedding sets' fused table and the
+/// linear part's (which has one set, so its rows differ under multi-embedding).
+pub struct BatchIndex {
+    pub embedding: LookupIndex,
+    pub linear: Option<LookupIndex>,
+}
+
 /// One forward pass of a batch: logits and the lookups that carry the tables' sparse gradients
-/// (in the order of `CtrModel::sparse_tables`).
+/// (in the order of `CtrModel::sparse_tables`; each lookup knows its rows).
 pub struct Forward {
     pub logits: Tensor,
     pub lookups: Vec<Lookup>,
@@ -91,6 +112,13 @@ impl CtrModel {
         shape: &InputShape,
         device: Device,
     ) -> Result<CtrModel> {
+        if embedding.sets > 1 && !model.supports_sets() {
+            bail!(
+                "embedding.sets: model `{}` has one embedding set (multi-embedding: {})",
+                model.name(),
+                ModelConfig::MULTI_EMBEDDING_KINDS.join(", ")
+            );
+        }
         let (asked, given) = (embedding.hash.is_some(), !shape.hashed.is_empty());
         if asked != given {
             bail!(
@@ -107,7 +135,12 @@ impl CtrModel {
             embedding,
         )?;
         let linear = match model {
-            ModelConfig::Dlrm { .. } => None,
+            ModelConfig::Dlrm { .. }
+            | ModelConfig::Dnn(_)
+            | ModelConfig::Ipnn(_)
+            | ModelConfig::Nfwfm(_)
+            | ModelConfig::Dcnv2(_)
+            | ModelConfig::Finalmlp(_) => None,
             // DeepCTR-Torch: one weight per category, N(0, 1e-4²); hashed like the embeddings,
             // since both read the same lookup index
             _ => Some(Embeddings::hashed(
@@ -121,6 +154,7 @@ impl CtrModel {
                     init_std: embedding.init_std,
                     table_init: TableInit::Normal,
                     table_std: 1e-4,
+                    sets: 1,
                     hash: None,
                 },
             )?),
@@ -204,6 +238,7 @@ impl CtrModel {
                 &net,
                 shape,
                 embedding.dim,
+                embedding.sets,
                 dnn_hidden_units,
                 cin_layer_size,
                 *cin_split_half,
@@ -228,6 +263,38 @@ impl CtrModel {
                 *dnn_dropout,
                 l2.dnn,
             )?),
+            ModelConfig::Dnn(c) => Box::new(SetwiseMlp::dnn(
+                &net,
+                shape,
+                embedding.dim,
+                embedding.sets,
+                &c.mlp,
+            )),
+            ModelConfig::Ipnn(c) => Box::new(SetwiseMlp::ipnn(
+                &net,
+                shape,
+                embedding.dim,
+                embedding.sets,
+                &c.mlp,
+                device,
+            )),
+            ModelConfig::Nfwfm(c) => Box::new(SetwiseMlp::nfwfm(
+                &net,
+                shape,
+                embedding.dim,
+                embedding.sets,
+                c,
+            )),
+            ModelConfig::Dcnv2(c) => Box::new(SetwiseMlp::dcnv2(
+                &net,
+                shape,
+                embedding.dim,
+                embedding.sets,
+                c,
+            )),
+            ModelConfig::Finalmlp(c) => {
+                Box::new(FinalMlp::new(&net, shape, embedding.dim, embedding.sets, c))
+            }
         };
         Ok(CtrModel {
             vs,
@@ -246,14 +313,36 @@ impl CtrModel {
         tables
     }
 
+    /// The lookup indices of `[B, F]` field-local ids (row-major) into every sparse table.
+    pub fn index(&self, local: &[i64], device: Device) -> Result<BatchIndex> {
+        let embedding = self.embeddings.index(local, device)?;
+        let linear = match &self.linear {
+            None => None,
+            // one set and the same tables: the same rows
+            Some(l) if l.cardinalities() == self.embeddings.cardinalities() => {
+                Some(embedding.shallow_clone())
+            }
+            Some(l) => Some(l.index(local, device)?),
+        };
+        Ok(BatchIndex { embedding, linear })
+    }
+
     /// Logits for a batch, plus the lookups whose rows carry the tables' sparse gradients.
-    pub fn forward(&self, dense: &Tensor, index: &LookupIndex, train: bool) -> Forward {
-        let emb = self.embeddings.lookup(index);
-        let linear = self.linear.as_ref().map(|l| l.lookup(index));
+    pub fn forward(&self, dense: &Tensor, index: &BatchIndex, train: bool) -> Forward {
+        let emb = self.embeddings.lookup(&index.embedding);
+        let linear = self.linear.as_ref().map(|l| {
+            l.lookup(
+                index
+                    .linear
+                    .as_ref()
+                    .expect("a model with a linear part indexes it"),
+            )
+        });
         let logits = self.network.forward(
             &Features {
                 dense,
                 emb: &emb.output,
+                sets: self.embeddings.num_sets(),
                 linear: linear.as_ref().map(|l| &l.output),
             },
             train,
@@ -271,6 +360,7 @@ impl CtrModel {
             &Features {
                 dense,
                 emb: &emb,
+                sets: self.embeddings.num_sets(),
                 linear: linear.as_ref(),
             },
             false,

@@ -99,8 +99,7 @@ impl Predictor {
         let p = tch::no_grad(|| -> Result<Tensor> {
             Ok(match &self.model {
                 Model::Run(run) => {
-                    let emb = &run.model.embeddings;
-                    let (dense, _, index) = batch_tensors(batch, emb, self.device)?;
+                    let (dense, _, index) = batch_tensors(batch, &run.model, self.device)?;
                     run.model.forward(&dense, &index, false).logits.sigmoid()
                 }
                 Model::Script(m) => {

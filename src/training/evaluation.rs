@@ -25,7 +25,7 @@ pub fn predict(
     tch::no_grad(|| -> Result<()> {
         for chunk in rows.chunks(batch_size) {
             split.gather(chunk, &mut batch);
-            let (dense, _, index) = batch_tensors(&batch, &model.embeddings, device)?;
+            let (dense, _, index) = batch_tensors(&batch, model, device)?;
             let logits = model.forward(&dense, &index, false).logits;
             let logits = logits.to_kind(Kind::Float).to_device(Device::Cpu);
             out.extend(Vec::<f32>::try_from(&logits)?);

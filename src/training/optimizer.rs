@@ -19,10 +19,10 @@ use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{OptimizerConfig, OptimizerKind};
-use crate::embedding::{Lookup, LookupIndex};
+use crate::embedding::Lookup;
 use crate::models::{CtrModel, EMBEDDING_PATH, LINEAR_PATH};
 
-/// A sparse table's gradient after `backward()`: the rows `index.unique` of `table` received
+/// A sparse table's gradient after `backward()`: the rows `lookup.unique` of `table` received
 /// the gradient of `lookup.rows`.
 pub struct SparseGrad<'a> {
     /// The table's VarStore prefix (`emb`, `linear`), naming its optimizer state.
@@ -135,8 +135,8 @@ impl Optimizer {
     }
 
     /// Applies one update after `backward()`: every dense parameter with a gradient, and the
-    /// rows `index.unique` of each sparse table. In place, under `no_grad`.
-    pub fn step(&mut self, sparse: &[SparseGrad], index: &LookupIndex) {
+    /// rows each sparse table's lookup read. In place, under `no_grad`.
+    pub fn step(&mut self, sparse: &[SparseGrad]) {
         self.step += 1;
         tch::no_grad(|| {
             let dense: Vec<(String, Tensor)> = self
@@ -153,7 +153,8 @@ impl Optimizer {
             for s in sparse {
                 let g = s.lookup.rows.grad();
                 if g.defined() {
-                    self.update_rows(&format!("{}.table", s.name), s.table, &index.unique, &g);
+                    let rows = &s.lookup.unique;
+                    self.update_rows(&format!("{}.table", s.name), s.table, rows, &g);
                 }
             }
         })

@@ -6,21 +6,21 @@ use super::optimizer::SparseGrad;
 use super::Optimizer;
 use crate::config::{L2Config, LossReduction};
 use crate::data::Batch;
-use crate::embedding::{Embeddings, Lookup, LookupIndex};
-use crate::models::CtrModel;
+use crate::embedding::Lookup;
+use crate::models::{BatchIndex, CtrModel};
 
-/// Dense features, labels and the lookup index of a batch, on `device`.
+/// Dense features, labels and the lookup indices of a batch into `model`'s tables, on `device`.
 pub fn batch_tensors(
     batch: &Batch,
-    embeddings: &Embeddings,
+    model: &CtrModel,
     device: Device,
-) -> Result<(Tensor, Tensor, LookupIndex)> {
+) -> Result<(Tensor, Tensor, BatchIndex)> {
     let b = batch.size as i64;
     let dense = Tensor::from_slice(&batch.dense)
         .view([b, -1])
         .to_device(device);
     let labels = Tensor::from_slice(&batch.label).to_device(device);
-    let index = embeddings.index(&batch.cat, device)?;
+    let index = model.index(&batch.cat, device)?;
     Ok((dense, labels, index))
 }
 
@@ -34,12 +34,12 @@ pub fn train_step(
     device: Device,
     reduction: LossReduction,
     l2: &L2Config,
-) -> Result<(f64, LookupIndex)> {
+) -> Result<(f64, BatchIndex)> {
     let reduction = match reduction {
         LossReduction::Mean => Reduction::Mean,
         LossReduction::Sum => Reduction::Sum,
     };
-    let (dense, labels, index) = batch_tensors(batch, &model.embeddings, device)?;
+    let (dense, labels, index) = batch_tensors(batch, model, device)?;
     let forward = model.forward(&dense, &index, true);
     let data_loss = forward
         .logits
@@ -53,7 +53,7 @@ pub fn train_step(
     // per example, whatever the reduction
     let loss_value = data_loss.double_value(&[]) / reduction_scale(reduction, batch.size);
     if loss_value.is_finite() {
-        optimizer.step(&SparseGrad::of_model(model, &forward.lookups), &index);
+        optimizer.step(&SparseGrad::of_model(model, &forward.lookups));
     }
     Ok((loss_value, index))
 }
@@ -134,6 +134,7 @@ mod tests {
                 init_std: 0.5,
                 table_init: Default::default(),
                 table_std: 1e-4,
+                sets: 1,
                 hash: None,
             };
             let model_cfg = ModelConfig::Wdl {
@@ -152,7 +153,7 @@ mod tests {
             tch::no_grad(|| {
                 let _ = linear.table.shallow_clone().normal_(0.0, 0.3);
             });
-            let (dense, _, index) = batch_tensors(&batch, &model.embeddings, Device::Cpu).unwrap();
+            let (dense, _, index) = batch_tensors(&batch, &model, Device::Cpu).unwrap();
             let forward = model.forward(&dense, &index, true);
             let l2 = L2Config {
                 embedding: 0.01,

@@ -38,7 +38,7 @@ pub fn batch(size: usize, num_dense: usize, cards: &[usize], seed: u64) -> Batch
 /// Our click probabilities for `batch` (eval mode).
 pub fn ours(model: &CtrModel, batch: &Batch) -> Vec<f32> {
     tch::no_grad(|| {
-        let (dense, _, index) = batch_tensors(batch, &model.embeddings, Device::Cpu).unwrap();
+        let (dense, _, index) = batch_tensors(batch, model, Device::Cpu).unwrap();
         let p = model.forward(&dense, &index, false).logits.sigmoid();
         Vec::<f32>::try_from(&p.to_kind(Kind::Float)).unwrap()
     })
@@ -156,6 +156,7 @@ pub fn embedding(kind: mlet::config::EmbeddingKind) -> mlet::config::EmbeddingCo
         init_std: 0.3,
         table_init: mlet::config::TableInit::Xavier,
         table_std: 1e-4,
+        sets: 1,
         hash: None,
     }
 }

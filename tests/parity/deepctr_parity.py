@@ -33,7 +33,9 @@ def main(spec_path):
     ]
     dense = [DenseFeat(f"I{j + 1}", 1) for j in range(spec["num_dense"])]
     columns = sparse + dense
-    model = getattr(models, spec["model"])(columns, columns, device="cpu", **spec.get("kwargs", {}))
+    # PNN takes DNN columns only; the others linear and DNN columns
+    args = (columns,) if spec["model"] == "PNN" else (columns, columns)
+    model = getattr(models, spec["model"])(*args, device="cpu", **spec.get("kwargs", {}))
     weights = np.load(spec["weights"])
     state = {name: torch.from_numpy(np.array(weights[name])) for name in weights.files}
     expected = model.state_dict()
