@@ -15,6 +15,7 @@ fn row(d: usize, k: Option<usize>, init_std: f64, seed: u64, auc: f64) -> Result
         model: "dlrm".into(),
         d,
         k,
+        sets: 1,
         init_std,
         seed,
         lr: 0.2,

@@ -17,6 +17,7 @@ fn row(model: &str, d: usize, k: Option<usize>, init_std: f64, seed: u64, auc: f
         model: model.into(),
         d,
         k,
+        sets: 1,
         init_std,
         seed,
         lr: 0.2,

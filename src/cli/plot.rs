@@ -20,6 +20,8 @@ pub enum KindArg {
     AucVsSigma,
     /// Relative PR-AUC gain of MLET over the baseline per test frequency decile (Table 4).
     GainByDecile,
+    /// Test AUC vs embedding size, single vs multi-embedding (paper 004, Table 1).
+    AucVsScale,
 }
 
 impl KindArg {
@@ -30,6 +32,7 @@ impl KindArg {
             KindArg::LoglossVsD => vec![FigureKind::LogLossVsD],
             KindArg::AucVsSigma => vec![FigureKind::AucVsSigma],
             KindArg::GainByDecile => vec![FigureKind::GainByDecile],
+            KindArg::AucVsScale => vec![FigureKind::AucVsScale],
         }
     }
 }

@@ -362,6 +362,7 @@ fn result_row(spec: &RunSpec, m: &RunMetrics, dir: &Path) -> ResultRow {
         model: c.model.name().to_string(),
         d: c.embedding.dim,
         k: (c.embedding.kind == EmbeddingKind::Mlet).then(|| c.embedding.width()),
+        sets: c.embedding.sets,
         init_std: c.embedding.init_std,
         seed: c.training.seed,
         lr,

@@ -5,6 +5,7 @@
 //! licence), so no system font is needed. Nothing here touches tensors.
 pub(crate) mod chart;
 mod figures;
+mod scaling;
 pub mod spectrum;
 mod train_log;
 
@@ -56,15 +57,23 @@ pub enum FigureKind {
     AucVsSigma,
     /// Relative PR-AUC gain of MLET over the baseline per test frequency decile (Table 4).
     GainByDecile,
+    /// Test AUC vs embedding size (scale factor), single vs multi-embedding (paper 004 Table 1).
+    AucVsScale,
 }
 
 impl FigureKind {
-    pub const ALL: [FigureKind; 4] = [
+    pub const ALL: [FigureKind; 5] = [
         FigureKind::AucVsD,
         FigureKind::LogLossVsD,
         FigureKind::AucVsSigma,
         FigureKind::GainByDecile,
+        FigureKind::AucVsScale,
     ];
+
+    /// Whether the figure is about multi-embedding runs; the others draw one-set runs only.
+    fn is_multi_embedding(self) -> bool {
+        self == FigureKind::AucVsScale
+    }
 
     /// The file-name suffix: `auc_vs_d`, `logloss_vs_d`, `auc_vs_sigma`.
     pub fn slug(self) -> &'static str {
@@ -73,6 +82,7 @@ impl FigureKind {
             FigureKind::LogLossVsD => "logloss_vs_d",
             FigureKind::AucVsSigma => "auc_vs_sigma",
             FigureKind::GainByDecile => "pr_auc_gain_by_decile",
+            FigureKind::AucVsScale => "auc_vs_scale",
         }
     }
 }
@@ -123,10 +133,12 @@ pub fn plan_figures(
     let kinds: BTreeSet<FigureKind> = kinds.iter().copied().collect();
     let mut plan = Plan::default();
     for (model, dataset) in pairs {
-        let group: Vec<&ResultRow> = rows
+        let all: Vec<&ResultRow> = rows
             .iter()
             .filter(|r| r.model == model && r.dataset == dataset)
             .collect();
+        let multi_embedding = all.iter().any(|r| r.sets > 1);
+        let group: Vec<&ResultRow> = all.iter().copied().filter(|r| r.sets == 1).collect();
         let ds: BTreeSet<usize> = group.iter().map(|r| r.d).collect();
         let sigmas: BTreeSet<OrdF64> = group
             .iter()
@@ -151,6 +163,11 @@ pub fn plan_figures(
                     has_decile_gains,
                     "no MLET run with per-decile metrics has a baseline at its d and seed",
                     "PR-AUC gain of MLET by frequency decile",
+                ),
+                FigureKind::AucVsScale => (
+                    multi_embedding,
+                    "no multi-embedding run (embedding.sets > 1)",
+                    "test AUC vs embedding size, single vs multi-embedding",
                 ),
             };
             if !ok {
@@ -185,6 +202,7 @@ pub fn render_plan(rows: &[ResultRow], plan: &Plan) -> Result<Vec<PathBuf>> {
         let group: Vec<ResultRow> = rows
             .iter()
             .filter(|r| r.model == f.model && r.dataset == f.dataset)
+            .filter(|r| f.kind.is_multi_embedding() || r.sets == 1)
             .cloned()
             .collect();
         let paths = match f.kind {
@@ -192,6 +210,7 @@ pub fn render_plan(rows: &[ResultRow], plan: &Plan) -> Result<Vec<PathBuf>> {
             FigureKind::LogLossVsD => plot_metric_vs_d(&group, Metric::LogLoss, &f.stem, &f.title),
             FigureKind::AucVsSigma => plot_auc_vs_init_std(&group, &f.stem, &f.title),
             FigureKind::GainByDecile => plot_gain_by_decile(&group, &f.stem, &f.title),
+            FigureKind::AucVsScale => scaling::plot_auc_vs_scale(&group, &f.stem, &f.title),
         }
         .map_err(|e| e.context(format!("{}/{}", f.model, f.dataset)))?;
         written.extend(paths);

@@ -38,6 +38,8 @@ pub struct ResultRow {
     pub d: usize,
     /// MLET inner width; `None` for the single-layer baseline (written `baseline` in the CSV).
     pub k: Option<usize>,
+    /// Embedding sets (paper 004's multi-embedding; 1 for a single embedding).
+    pub sets: usize,
     /// Init σ of the MLET factor layer (ignored for the baseline).
     pub init_std: f64,
     pub seed: u64,
@@ -69,10 +71,15 @@ impl ResultRow {
     pub fn is_baseline(&self) -> bool {
         self.k.is_none()
     }
+
+    /// Embedding size per field at inference, `sets · d` (paper 004's "embedding size").
+    pub fn total_dim(&self) -> usize {
+        self.sets * self.d
+    }
 }
 
 /// Columns that results tables written before they existed lack (read as NaN).
-const OPTIONAL_COLUMNS: [&str; 15] = [
+const OPTIONAL_COLUMNS: [&str; 16] = [
     "test_pr_auc_a",
     "test_pr_auc_b",
     "test_pr_auc_decile1",
@@ -88,6 +95,7 @@ const OPTIONAL_COLUMNS: [&str; 15] = [
     "step_ms_median",
     "step_ms_p90",
     "peak_rss_mb",
+    "sets",
 ];
 
 /// The columns of the results CSV, in the order they are written: these, then
@@ -177,6 +185,7 @@ pub fn write_results_csv(path: &Path, rows: &[ResultRow]) -> Result<()> {
                 r.step_ms_median.to_string(),
                 r.step_ms_p90.to_string(),
                 r.peak_rss_mb.to_string(),
+                r.sets.to_string(),
                 r.run_dir.clone(),
             ])
             .collect()
@@ -245,6 +254,15 @@ pub fn parse_results_csv(text: &str, path: &Path) -> Result<Vec<ResultRow>> {
             step_ms_median: t.get_or_nan(r, "step_ms_median")?,
             step_ms_p90: t.get_or_nan(r, "step_ms_p90")?,
             peak_rss_mb: t.get_or_nan(r, "peak_rss_mb")?,
+            // tables written before multi-embedding existed have one set
+            sets: match t.get_or_nan(r, "sets")? {
+                s if s.is_nan() => 1,
+                s if s >= 1.0 && s.fract() == 0.0 => s as usize,
+                _ => {
+                    let f = t.raw(r, "sets");
+                    return Err(t.error(f, "sets", "a positive integer", "not one"));
+                }
+            },
             run_dir: s("run_dir"),
         });
     }

@@ -38,6 +38,7 @@ pub struct SummaryRow {
     pub dataset: String,
     pub d: usize,
     pub k: Option<usize>,
+    pub sets: usize,
     pub init_std: f64,
     pub lr: f64,
     pub optimizer: String,
@@ -54,7 +55,16 @@ pub struct SummaryRow {
     pub valid_auc_mean: f64,
 }
 
-type ConfigKey = (String, String, usize, Option<usize>, OrdF64, OrdF64, String);
+type ConfigKey = (
+    String,
+    String,
+    usize,
+    Option<usize>,
+    usize,
+    OrdF64,
+    OrdF64,
+    String,
+);
 
 fn config_key(r: &ResultRow) -> ConfigKey {
     (
@@ -62,6 +72,7 @@ fn config_key(r: &ResultRow) -> ConfigKey {
         r.dataset.clone(),
         r.d,
         r.k,
+        r.sets,
         OrdF64(r.init_std),
         OrdF64(r.lr),
         r.optimizer.clone(),
@@ -82,7 +93,7 @@ pub(crate) fn mean_std(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Groups rows by every setting but the seed (model, dataset, d, k, init_std, lr, optimizer) and
+/// Groups rows by every setting but the seed (model, dataset, d, k, sets, init_std, lr, optimizer) and
 /// gives each group's mean and sample std of the test metrics. Sorted by model, dataset, d, then
 /// k (baseline first), init_std, lr, optimizer.
 ///
@@ -95,7 +106,7 @@ pub fn summarize(rows: &[ResultRow]) -> Vec<SummaryRow> {
     }
     groups
         .into_iter()
-        .map(|((model, dataset, d, k, s, lr, optimizer), rs)| {
+        .map(|((model, dataset, d, k, sets, s, lr, optimizer), rs)| {
             let stat =
                 |f: fn(&ResultRow) -> f64| mean_std(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
             let (auc_mean, auc_std) = stat(|r| r.test_auc);
@@ -107,6 +118,7 @@ pub fn summarize(rows: &[ResultRow]) -> Vec<SummaryRow> {
                 dataset,
                 d,
                 k,
+                sets,
                 init_std: s.0,
                 lr: lr.0,
                 optimizer,
@@ -165,11 +177,14 @@ pub(crate) fn select_by<K: Ord>(
         .collect()
 }
 
-/// One point per (model, dataset, d, k): where several configurations (init_std, lr, optimizer)
-/// were run at the same point, the one with the highest mean validation AUC (test AUC when there
-/// is no validation AUC). This is what the AUC-vs-d figures and [`memory_reduction`] use.
+/// One point per (model, dataset, d, k, sets): where several configurations (init_std, lr,
+/// optimizer) were run at the same point, the one with the highest mean validation AUC (test AUC
+/// when there is no validation AUC). This is what the AUC-vs-d figures and [`memory_reduction`]
+/// use.
 pub fn select_points(summary: &[SummaryRow]) -> Vec<SummaryRow> {
-    select_by(summary, |s| (s.model.clone(), s.dataset.clone(), s.d, s.k))
+    select_by(summary, |s| {
+        (s.model.clone(), s.dataset.clone(), s.d, s.k, s.sets)
+    })
 }
 
 /// The best init σ of one MLET (model, dataset, d, k) point.
@@ -396,11 +411,12 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 
 /// Writes [`summarize`]'s output as CSV (atomic).
 pub fn write_summary_csv(path: &Path, rows: &[SummaryRow]) -> Result<()> {
-    const HEADER: [&str; 15] = [
+    const HEADER: [&str; 16] = [
         "model",
         "dataset",
         "d",
         "k",
+        "sets",
         "init_std",
         "lr",
         "optimizer",
@@ -421,6 +437,7 @@ pub fn write_summary_csv(path: &Path, rows: &[SummaryRow]) -> Result<()> {
                 s.dataset.clone(),
                 s.d.to_string(),
                 format_k(s.k),
+                s.sets.to_string(),
                 s.init_std.to_string(),
                 s.lr.to_string(),
                 s.optimizer.clone(),
