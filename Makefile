@@ -43,7 +43,7 @@ $(FUXICTR_STAMP): $(TORCH_STAMP)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps fuxictr==$(FUXICTR_VERSION)
 	rm -rf $(FUXICTR_SRC) && mkdir -p $(FUXICTR_SRC)
 	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
-		--no-build-isolation --dest $(FUXICTR_SRC) fuxictr==$(FUXICTR_VERSION)
+		--dest $(FUXICTR_SRC) fuxictr==$(FUXICTR_VERSION)
 	tar -xzf $(FUXICTR_SRC)/fuxictr-$(FUXICTR_VERSION).tar.gz -C $(FUXICTR_SRC) --strip-components 1 \
 		fuxictr-$(FUXICTR_VERSION)/model_zoo/LongCTR/FinalMLP/FinalMLP.py
 	$(PYTHON) tests/parity/layer_parity.py --check-imports

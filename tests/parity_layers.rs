@@ -130,8 +130,38 @@ fn snapshot(state: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     state.into_iter().map(|(n, t)| (n, t.copy())).collect()
 }
 
+/// A reference run and what to compare its output with (our forward pass, run after it).
+struct Check {
+    case: Case<'static>,
+    verify: Box<dyn Fn(&HashMap<String, Tensor>)>,
+}
+
+/// All layers in one Python process: starting one (torch, DeepCTR-Torch's imports) costs
+/// seconds, the cases themselves milliseconds.
 #[test]
-fn mlp_block_matches_fuxictr_mlp_block() {
+fn layers_match_fuxictr_and_deepctr_torch() {
+    let checks: Vec<Check> = [
+        mlp_block(),
+        cross_v2(),
+        inner_product(),
+        feature_selection(),
+        interaction_aggregation(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let (cases, verifies): (Vec<_>, Vec<_>) =
+        checks.into_iter().map(|c| (c.case, c.verify)).unzip();
+    let theirs = reference(&cases);
+    for (verify, theirs) in verifies.iter().zip(&theirs) {
+        verify(theirs);
+    }
+}
+
+/// FuxiCTR's `MLP_Block` with and without batch norm, with and without an output layer, in
+/// eval mode (dropout present but off) and in training mode (batch statistics; the running
+/// statistics after the pass compared too).
+fn mlp_block() -> Vec<Check> {
     // (batch norm, dropout, output layer, train)
     let variants = [
         (true, 0.3, true, false),
@@ -140,9 +170,8 @@ fn mlp_block_matches_fuxictr_mlp_block() {
         (false, 0.0, false, false),
         (true, 0.0, true, true),
     ];
-    let mut blocks = Vec::new();
-    let mut cases = Vec::new();
-    for (i, &(batch_norm, dropout, output, train)) in variants.iter().enumerate() {
+    let mut checks = Vec::new();
+    for (i, (batch_norm, dropout, output, train)) in variants.into_iter().enumerate() {
         let vs = nn::VarStore::new(Device::Cpu);
         let cfg = MlpBlockConfig {
             hidden: vec![16, 8],
@@ -154,7 +183,7 @@ fn mlp_block_matches_fuxictr_mlp_block() {
         let block = MlpBlock::new(&vs.root(), 13, &cfg);
         randomise(&vs, 10 + i as i64);
         let x = input(&[32, 13], 20 + i as i64);
-        cases.push(Case {
+        let case = Case {
             layer: "fuxictr.MLP_Block",
             kwargs: json!({
                 "input_dim": 13,
@@ -165,36 +194,33 @@ fn mlp_block_matches_fuxictr_mlp_block() {
             }),
             // before our forward pass, which updates the running statistics in training
             state: snapshot(block.state_dict("")),
-            inputs: vec![("x", x)],
+            inputs: vec![("x", x.shallow_clone())],
             train,
-        });
-        blocks.push((vs, block));
-    }
-    let theirs = reference(&cases);
-    for (((_, block), case), theirs) in blocks.iter().zip(&cases).zip(&theirs) {
-        let (batch_norm, dropout, train) = (
-            case.kwargs["batch_norm"].clone(),
-            case.kwargs["dropout_rates"].clone(),
-            case.train,
-        );
-        let output = !case.kwargs["output_dim"].is_null();
+        };
         let what = format!(
             "MLP_Block batch_norm={batch_norm} dropout={dropout} output={output} train={train}"
         );
-        let ours = tch::no_grad(|| block.forward(&case.inputs[0].1, train));
-        check(&what, &ours, &theirs["out"]);
-        if train {
-            for (name, t) in block.state_dict("") {
-                if name.ends_with("running_mean") || name.ends_with("running_var") {
-                    check(&format!("{what} {name}"), &t, &theirs[&name]);
+        let verify = move |theirs: &HashMap<String, Tensor>| {
+            let _vs = &vs;
+            let ours = tch::no_grad(|| block.forward(&x, train));
+            check(&what, &ours, &theirs["out"]);
+            if train {
+                for (name, t) in block.state_dict("") {
+                    if name.ends_with("running_mean") || name.ends_with("running_var") {
+                        check(&format!("{what} {name}"), &t, &theirs[&name]);
+                    }
                 }
             }
-        }
+        };
+        checks.push(Check {
+            case,
+            verify: Box::new(verify),
+        });
     }
+    checks
 }
 
-#[test]
-fn cross_v2_matches_fuxictr_cross_net_v2() {
+fn cross_v2() -> Vec<Check> {
     let vs = nn::VarStore::new(Device::Cpu);
     let net = CrossNetV2::new(&vs.root(), 12, 4);
     randomise(&vs, 30);
@@ -206,109 +232,140 @@ fn cross_v2_matches_fuxictr_cross_net_v2() {
         }
     });
     let x = input(&[32, 12], 31);
-    let theirs = reference(&[Case {
+    let case = Case {
         layer: "fuxictr.CrossNetV2",
         kwargs: json!({"input_dim": 12, "num_layers": 4}),
         state: net.state_dict(""),
         inputs: vec![("x", x.shallow_clone())],
         train: false,
-    }]);
-    check(
-        "CrossNetV2",
-        &tch::no_grad(|| net.forward(&x)),
-        &theirs[0]["out"],
-    );
+    };
+    let verify = move |theirs: &HashMap<String, Tensor>| {
+        let _vs = &vs;
+        check(
+            "CrossNetV2",
+            &tch::no_grad(|| net.forward(&x)),
+            &theirs["out"],
+        );
+    };
+    vec![Check {
+        case,
+        verify: Box::new(verify),
+    }]
 }
 
-#[test]
-fn inner_product_matches_deepctr_and_fuxictr() {
+/// DeepCTR-Torch's `InnerProductLayer` (PNN's) and FuxiCTR's `InnerProductInteraction`
+/// (`output="inner_product"`): the same pairs in the same order.
+fn inner_product() -> Vec<Check> {
     let emb = input(&[32, 6, 4], 40);
     let ours = InnerProduct::new(6, Device::Cpu).forward(&emb);
-    let case = |layer, kwargs| Case {
-        layer,
-        kwargs,
-        state: Vec::new(),
-        inputs: vec![("x", emb.shallow_clone())],
-        train: false,
-    };
-    let theirs = reference(&[
-        case("deepctr.InnerProductLayer", json!({})),
-        case(
+    [
+        ("deepctr.InnerProductLayer", json!({})),
+        (
             "fuxictr.InnerProductInteraction",
             json!({"num_fields": 6, "output": "inner_product"}),
         ),
-    ]);
-    check("DeepCTR-Torch InnerProductLayer", &ours, &theirs[0]["out"]);
-    check("FuxiCTR InnerProductInteraction", &ours, &theirs[1]["out"]);
+    ]
+    .into_iter()
+    .map(|(layer, kwargs)| {
+        let ours = ours.shallow_clone();
+        Check {
+            case: Case {
+                layer,
+                kwargs,
+                state: Vec::new(),
+                inputs: vec![("x", emb.shallow_clone())],
+                train: false,
+            },
+            verify: Box::new(move |theirs| {
+                check(layer, &ours, &theirs["out"]);
+            }),
+        }
+    })
+    .collect()
 }
 
-#[test]
-fn feature_selection_matches_fuxictr_final_mlp() {
-    let hiddens = [vec![16], vec![]];
+/// FuxiCTR FinalMLP's `FeatureSelection` (no context features), with and without a hidden
+/// layer in the gates.
+fn feature_selection() -> Vec<Check> {
     let x = input(&[32, 12], 51);
-    let mut layers = Vec::new();
-    let mut cases = Vec::new();
-    for (i, hidden) in hiddens.iter().enumerate() {
-        let vs = nn::VarStore::new(Device::Cpu);
-        let fs = FeatureSelection::new(&vs.root(), 12, 4, hidden);
-        randomise(&vs, 50 + i as i64);
-        cases.push(Case {
-            layer: "fuxictr.FeatureSelection",
-            kwargs: json!({"feature_dim": 12, "embedding_dim": 4, "fs_hidden_units": hidden}),
-            state: fs.state_dict(""),
-            inputs: vec![("x", x.shallow_clone())],
-            train: false,
-        });
-        layers.push((vs, fs));
-    }
-    let theirs = reference(&cases);
-    for ((hidden, (_, fs)), theirs) in hiddens.iter().zip(&layers).zip(&theirs) {
-        let (a, b) = fs.forward(&x);
-        check(
-            &format!("FeatureSelection {hidden:?} stream 1"),
-            &a,
-            &theirs["out"],
-        );
-        check(
-            &format!("FeatureSelection {hidden:?} stream 2"),
-            &b,
-            &theirs["out2"],
-        );
-    }
+    [vec![16], vec![]]
+        .into_iter()
+        .enumerate()
+        .map(|(i, hidden)| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let fs = FeatureSelection::new(&vs.root(), 12, 4, &hidden);
+            randomise(&vs, 50 + i as i64);
+            let case = Case {
+                layer: "fuxictr.FeatureSelection",
+                kwargs: json!({"feature_dim": 12, "embedding_dim": 4, "fs_hidden_units": hidden}),
+                state: fs.state_dict(""),
+                inputs: vec![("x", x.shallow_clone())],
+                train: false,
+            };
+            let x = x.shallow_clone();
+            let verify = move |theirs: &HashMap<String, Tensor>| {
+                let _vs = &vs;
+                let (a, b) = fs.forward(&x);
+                check(
+                    &format!("FeatureSelection {hidden:?} stream 1"),
+                    &a,
+                    &theirs["out"],
+                );
+                check(
+                    &format!("FeatureSelection {hidden:?} stream 2"),
+                    &b,
+                    &theirs["out2"],
+                );
+            };
+            Check {
+                case,
+                verify: Box::new(verify),
+            }
+        })
+        .collect()
 }
 
-#[test]
-fn interaction_aggregation_matches_fuxictr_final_mlp() {
+/// FuxiCTR FinalMLP's `InteractionAggregation`, one and several heads and outputs.
+fn interaction_aggregation() -> Vec<Check> {
     // (x width, y width, output width, heads)
     let shapes = [(8, 6, 1, 1), (8, 6, 1, 2), (8, 6, 3, 2), (12, 12, 2, 4)];
-    let mut layers = Vec::new();
-    let mut cases = Vec::new();
-    for (i, &(x_dim, y_dim, output, heads)) in shapes.iter().enumerate() {
-        let vs = nn::VarStore::new(Device::Cpu);
-        let agg = InteractionAggregation::new(
-            &vs.root(),
-            x_dim,
-            y_dim,
-            output,
-            heads,
-            AggregationInit::FuxiCtr,
-        );
-        randomise(&vs, 60 + i as i64);
-        let x = input(&[32, x_dim as i64], 61);
-        let y = input(&[32, y_dim as i64], 62);
-        cases.push(Case {
-            layer: "fuxictr.InteractionAggregation",
-            kwargs: json!({"x_dim": x_dim, "y_dim": y_dim, "output_dim": output, "num_heads": heads}),
-            state: agg.state_dict(""),
-            inputs: vec![("x", x), ("y", y)],
-            train: false,
-        });
-        layers.push((vs, agg));
-    }
-    let theirs = reference(&cases);
-    for (((shape, (_, agg)), case), theirs) in shapes.iter().zip(&layers).zip(&cases).zip(&theirs) {
-        let (x, y) = (&case.inputs[0].1, &case.inputs[1].1);
-        let what = format!("InteractionAggregation (x, y, output, heads) = {shape:?}");
-        check(&what, &agg.forward(x, y), &theirs["out"]);
-    }
+    shapes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (x_dim, y_dim, output, heads))| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let agg = InteractionAggregation::new(
+                &vs.root(),
+                x_dim,
+                y_dim,
+                output,
+                heads,
+                AggregationInit::FuxiCtr,
+            );
+            randomise(&vs, 60 + i as i64);
+            let x = input(&[32, x_dim as i64], 61);
+            let y = input(&[32, y_dim as i64], 62);
+            let case = Case {
+                layer: "fuxictr.InteractionAggregation",
+                kwargs: json!({
+                    "x_dim": x_dim, "y_dim": y_dim, "output_dim": output, "num_heads": heads
+                }),
+                state: agg.state_dict(""),
+                inputs: vec![("x", x.shallow_clone()), ("y", y.shallow_clone())],
+                train: false,
+            };
+            let what = format!(
+                "InteractionAggregation (x, y, output, heads) = {:?}",
+                (x_dim, y_dim, output, heads)
+            );
+            let verify = move |theirs: &HashMap<String, Tensor>| {
+                let _vs = &vs;
+                check(&what, &agg.forward(&x, &y), &theirs["out"]);
+            };
+            Check {
+                case,
+                verify: Box::new(verify),
+            }
+        })
+        .collect()
 }
