@@ -7,6 +7,14 @@ TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
 # The reference implementation the model-parity tests compare against (and what it imports
 # without declaring it).
 DEEPCTR_STAMP := $(VENV)/.deepctr-torch-0.3.0
+# FuxiCTR, the reference of the layer-parity tests (tests/parity/layer_parity.py): its layers
+# from the wheel, and FinalMLP's FeatureSelection and InteractionAggregation from the model zoo,
+# which only the source distribution carries (unpacked under $(FUXICTR_SRC)). Its declared
+# dependencies (ray, polars, h5py, pandas, ...) serve its data pipeline, which the script stubs
+# out, so only numpy and pyyaml (imported by the layers' modules) are installed with it.
+FUXICTR_VERSION := 2.3.10
+FUXICTR_STAMP := $(VENV)/.fuxictr-$(FUXICTR_VERSION)
+FUXICTR_SRC := $(VENV)/fuxictr-src
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 CARGO ?= cargo
@@ -30,10 +38,21 @@ $(DEEPCTR_STAMP): $(TORCH_STAMP)
 	$(PYTHON) -c "import deepctr_torch.models, numpy"
 	touch $@
 
+$(FUXICTR_STAMP): $(TORCH_STAMP)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check numpy pyyaml
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps fuxictr==$(FUXICTR_VERSION)
+	rm -rf $(FUXICTR_SRC) && mkdir -p $(FUXICTR_SRC)
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+		--dest $(FUXICTR_SRC) fuxictr==$(FUXICTR_VERSION)
+	tar -xzf $(FUXICTR_SRC)/fuxictr-$(FUXICTR_VERSION).tar.gz -C $(FUXICTR_SRC) --strip-components 1 \
+		fuxictr-$(FUXICTR_VERSION)/model_zoo/LongCTR/FinalMLP/FinalMLP.py
+	$(PYTHON) tests/parity/layer_parity.py --check-imports
+	touch $@
+
 build: $(TORCH_STAMP)
 	$(CARGO) build --release
 
-test: $(TORCH_STAMP) $(DEEPCTR_STAMP)
+test: $(TORCH_STAMP) $(DEEPCTR_STAMP) $(FUXICTR_STAMP)
 	MLET_PYTHON=$(abspath $(PYTHON)) $(CARGO) test --release
 
 # Property-based fuzzing of the readers and loaders (src/fuzz.rs) with FUZZ_CASES inputs per

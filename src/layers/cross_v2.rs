@@ -48,7 +48,7 @@ impl CrossNetV2 {
     pub fn weight_square_sum(&self) -> Tensor {
         self.layers
             .iter()
-            .map(|(w, _)| w.square().sum(Kind::Float))
+            .map(|(w, _)| w.square().sum(w.kind()))
             .reduce(|a, b| a + b)
             .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, tch::Device::Cpu)))
     }

@@ -126,7 +126,7 @@ impl InteractionAggregation {
         init: AggregationInit,
     ) -> InteractionAggregation {
         assert!(
-            num_heads > 0 && x_dim % num_heads == 0 && y_dim % num_heads == 0,
+            num_heads > 0 && x_dim.is_multiple_of(num_heads) && y_dim.is_multiple_of(num_heads),
             "InteractionAggregation: {num_heads} heads do not divide widths {x_dim} and {y_dim}"
         );
         let linear_init = match init {
@@ -170,10 +170,8 @@ impl InteractionAggregation {
 
     /// Σ w² over `w_x`, `w_y` and `w_xy` (not the biases).
     pub fn weight_square_sum(&self) -> Tensor {
-        use tch::Kind::Float;
-        self.w_x.ws.square().sum(Float)
-            + self.w_y.ws.square().sum(Float)
-            + self.w_xy.square().sum(Float)
+        let sq = |w: &Tensor| w.square().sum(w.kind());
+        sq(&self.w_x.ws) + sq(&self.w_y.ws) + sq(&self.w_xy)
     }
 
     /// FuxiCTR's names under `prefix`: `w_x.weight`, `w_x.bias`, `w_y.weight`, `w_y.bias`, `w_xy`.

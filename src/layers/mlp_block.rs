@@ -80,6 +80,19 @@ pub(crate) fn linear(path: nn::Path, input: usize, output: usize, init: LinearIn
     nn::linear(path, input as i64, output as i64, cfg)
 }
 
+/// torch's `BatchNorm1d(width)` as it starts (eps 1e-5, momentum 0.1, scale 1, shift 0; tch's
+/// default would start the scale uniform in [0, 1)).
+pub fn batch_norm1d(path: nn::Path, width: usize) -> nn::BatchNorm {
+    let cfg = nn::BatchNormConfig {
+        eps: 1e-5,
+        momentum: 0.1,
+        ws_init: nn::Init::Const(1.0),
+        bs_init: nn::Init::Const(0.0),
+        ..Default::default()
+    };
+    nn::batch_norm1d(path, width as i64, cfg)
+}
+
 impl MlpBlock {
     pub fn new(path: &nn::Path, input: usize, cfg: &MlpBlockConfig) -> MlpBlock {
         let seq = path / "mlp";
@@ -88,16 +101,9 @@ impl MlpBlock {
         let mut hidden = Vec::with_capacity(cfg.hidden.len());
         for (i, &h) in cfg.hidden.iter().enumerate() {
             let linear = linear(&seq / (stride * i), width, h, cfg.init);
-            let norm = cfg.batch_norm.then(|| {
-                let bn = nn::BatchNormConfig {
-                    eps: 1e-5,
-                    momentum: 0.1,
-                    ws_init: nn::Init::Const(1.0),
-                    bs_init: nn::Init::Const(0.0),
-                    ..Default::default()
-                };
-                nn::batch_norm1d(&seq / (stride * i + 1), h as i64, bn)
-            });
+            let norm = cfg
+                .batch_norm
+                .then(|| batch_norm1d(&seq / (stride * i + 1), h));
             hidden.push(HiddenLayer { linear, norm });
             width = h;
         }
@@ -161,7 +167,7 @@ impl MlpBlock {
             .iter()
             .map(|l| &l.linear)
             .chain(&self.output)
-            .map(|l| l.ws.square().sum(Kind::Float))
+            .map(|l| l.ws.square().sum(l.ws.kind()))
             .reduce(|a, b| a + b)
             .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, tch::Device::Cpu)))
     }
@@ -176,7 +182,7 @@ impl MlpBlock {
             3
         };
         let mut out = Vec::new();
-        let mut push_linear = |k: usize, l: &nn::Linear, out: &mut Vec<(String, Tensor)>| {
+        let push_linear = |k: usize, l: &nn::Linear, out: &mut Vec<(String, Tensor)>| {
             out.push((format!("{prefix}mlp.{k}.weight"), l.ws.shallow_clone()));
             if let Some(b) = &l.bs {
                 out.push((format!("{prefix}mlp.{k}.bias"), b.shallow_clone()));

@@ -25,4 +25,4 @@ pub use inner_product::InnerProduct;
 pub use interaction::DotInteraction;
 pub use linear_part::LinearPart;
 pub use mlp::Mlp;
-pub use mlp_block::{LinearInit, MlpBlock, MlpBlockConfig};
+pub use mlp_block::{batch_norm1d, LinearInit, MlpBlock, MlpBlockConfig};

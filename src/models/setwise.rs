@@ -20,7 +20,8 @@ use tch::{nn, Device, Tensor};
 use super::{Features, InputShape, Network};
 use crate::config::{Dcnv2Config, MlpSettings, NfwfmConfig};
 use crate::layers::{
-    CrossNetV2, FieldWeightedPooling, InnerProduct, LinearInit, MlpBlock, MlpBlockConfig,
+    batch_norm1d, CrossNetV2, FieldWeightedPooling, InnerProduct, LinearInit, MlpBlock,
+    MlpBlockConfig,
 };
 
 /// What one set's embeddings go through before its first hidden layer.
@@ -152,7 +153,7 @@ impl SetwiseMlp {
                 norm: cfg
                     .mlp
                     .batch_norm
-                    .then(|| nn::batch_norm1d(p / "pooling_norm", dim as i64, torch_batch_norm())),
+                    .then(|| batch_norm1d(p / "pooling_norm", dim)),
                 dropout: cfg.pooling_dropout,
             }
         })
@@ -169,17 +170,6 @@ impl SetwiseMlp {
         Self::new(path, sets, width, &cfg.mlp, |p, _| {
             Interaction::Cross(CrossNetV2::new(&(p / "cross"), width, cfg.cross_layers))
         })
-    }
-}
-
-/// torch's BatchNorm1d defaults (tch's default starts the scale uniform in [0, 1), not at 1).
-fn torch_batch_norm() -> nn::BatchNormConfig {
-    nn::BatchNormConfig {
-        eps: 1e-5,
-        momentum: 0.1,
-        ws_init: nn::Init::Const(1.0),
-        bs_init: nn::Init::Const(0.0),
-        ..Default::default()
     }
 }
 

@@ -69,7 +69,11 @@ pub fn plot_auc_vs_scale(rows: &[ResultRow], out_stem: &Path, title: &str) -> Re
                 label: label(key),
                 color: if multi { ME } else { SE },
                 dashed: k.is_some(),
-                marker: if multi { Marker::Circle } else { Marker::Square },
+                marker: if multi {
+                    Marker::Circle
+                } else {
+                    Marker::Square
+                },
                 shape: Shape::Line(line),
             }
         })
