@@ -153,14 +153,27 @@ pub(crate) fn with_ext(stem: &Path, ext: &str) -> PathBuf {
 
 /// Draws `spec` to `<stem>.png` and `<stem>.svg` (each written atomically) and returns the paths.
 pub(crate) fn render(spec: &ChartSpec, stem: &Path) -> Result<Vec<PathBuf>> {
+    render_panels(std::slice::from_ref(spec), FIGURE_SIZE, stem)
+}
+
+/// Draws `specs` as panels stacked top to bottom (equal heights) on a `size` canvas, to
+/// `<stem>.png` and `<stem>.svg`.
+pub(crate) fn render_panels(
+    specs: &[ChartSpec],
+    size: (u32, u32),
+    stem: &Path,
+) -> Result<Vec<PathBuf>> {
     ensure_font()?;
-    let geometry = Geometry::of(spec)?;
+    let geometries = specs.iter().map(Geometry::of).collect::<Result<Vec<_>>>()?;
     let png = with_ext(stem, "png");
     let svg = with_ext(stem, "svg");
     let pending = PendingFile::new(&png)?;
     (|| -> Result<()> {
-        let root = BitMapBackend::new(&pending.tmp, FIGURE_SIZE).into_drawing_area();
-        draw(&root, spec, &geometry)?;
+        let root = BitMapBackend::new(&pending.tmp, size).into_drawing_area();
+        let panels = root.split_evenly((specs.len(), 1));
+        for ((panel, spec), g) in panels.iter().zip(specs).zip(&geometries) {
+            draw(panel, spec, g)?;
+        }
         root.present().map_err(|e| anyhow!("{e}"))
     })()
     .with_context(|| format!("cannot draw {}", png.display()))?;
@@ -168,8 +181,11 @@ pub(crate) fn render(spec: &ChartSpec, stem: &Path) -> Result<Vec<PathBuf>> {
 
     let mut text = String::new();
     {
-        let root = SVGBackend::with_string(&mut text, FIGURE_SIZE).into_drawing_area();
-        draw(&root, spec, &geometry).with_context(|| format!("cannot draw {}", svg.display()))?;
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+        let panels = root.split_evenly((specs.len(), 1));
+        for ((panel, spec), g) in panels.iter().zip(specs).zip(&geometries) {
+            draw(panel, spec, g).with_context(|| format!("cannot draw {}", svg.display()))?;
+        }
         root.present()
             .map_err(|e| anyhow!("cannot draw {}: {e}", svg.display()))?;
     }
