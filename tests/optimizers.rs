@@ -578,7 +578,9 @@ fn state_of_another_optimizer_or_shape_is_refused() {
 /// step 1 but not in step 2 stays bit for bit, where dense Adam with decay would move it.
 #[test]
 fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
-    let (lr, embedding_lr, wd, eps) = (1e-3, 0.02, 0.1, 1e-8);
+    // eps as large as the gradients, so that a step's size depends on the gradient's size (at
+    // eps = 1e-8 Adam's first step is lr·sign(g), nearly blind to the decay term)
+    let (lr, embedding_lr, wd, eps) = (1e-3, 0.02, 0.5, 1e-2);
     let (b1, b2) = (0.9f64, 0.999f64);
     let dlrm = ModelConfig::Dlrm {
         bottom_mlp: vec![4],
@@ -649,6 +651,17 @@ fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
             "{what}: {got} against the formula's {want}"
         );
     };
+    // how many coordinates the same formula without the decay would get wrong: the check
+    // must see the decay
+    let mut decay_seen = [0usize; 2];
+    let first_step = |x: f64, g: f64, lr: f64, dense: bool| {
+        let (m, v) = ((1.0 - b1) * g, (1.0 - b2) * g * g);
+        if dense {
+            x - lr / (1.0 - b1) * m / (v.sqrt() / (1.0 - b2).sqrt() + eps)
+        } else {
+            x - lr * (1.0 - b2).sqrt() / (1.0 - b1) * m / (v.sqrt() + eps)
+        }
+    };
     // dense parameters: torch.optim.Adam's first step with coupled decay
     for (name, p, p0, g) in &dense {
         let lr = if name.starts_with("emb.") {
@@ -657,10 +670,9 @@ fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
             lr
         };
         for ((&got, &x), &g) in to_f64(p).iter().zip(p0).zip(g) {
-            let g = g + wd * x;
-            let (m, v) = ((1.0 - b1) * g, (1.0 - b2) * g * g);
-            let want = x - lr / (1.0 - b1) * m / (v.sqrt() / (1.0 - b2).sqrt() + eps);
-            close(got, want, name);
+            close(got, first_step(x, g + wd * x, lr, true), name);
+            let plain = first_step(x, g, lr, true);
+            decay_seen[0] += usize::from((got - plain).abs() > 1e-4 * plain.abs().max(1e-3));
         }
     }
     // table rows: SparseAdam's first step on g + wd·T[rows]; the others unchanged
@@ -675,15 +687,22 @@ fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
             ),
             Some(u) => {
                 for (j, (&got, &x)) in t1[span.clone()].iter().zip(&t0[span]).enumerate() {
-                    let g = row_grad[u * width + j] + wd * x;
-                    let (m, v) = ((1.0 - b1) * g, (1.0 - b2) * g * g);
-                    let want =
-                        x - embedding_lr * (1.0 - b2).sqrt() / (1.0 - b1) * m / (v.sqrt() + eps);
+                    let g = row_grad[u * width + j];
+                    let want = first_step(x, g + wd * x, embedding_lr, false);
                     close(got, want, &format!("table row {r}"));
+                    let plain = first_step(x, g, embedding_lr, false);
+                    decay_seen[1] +=
+                        usize::from((got - plain).abs() > 1e-4 * plain.abs().max(1e-3));
                 }
             }
         }
     }
+
+    assert!(
+        decay_seen[0] > 0 && decay_seen[1] > 0,
+        "the decay changed no checked coordinate: {decay_seen:?}"
+    );
+    println!("coordinates the decay moved beyond 1e-4 (dense, table rows): {decay_seen:?}");
 
     // step 2: rows touched before but not now keep their values and moments bit for bit
     let before = table.copy();
