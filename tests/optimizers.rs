@@ -566,3 +566,167 @@ fn state_of_another_optimizer_or_shape_is_refused() {
     let err = adam.load_state(bad).unwrap_err().to_string();
     assert!(err.contains("shape"), "{err}");
 }
+
+/// Weight decay with sparse tables, on a whole (tiny) model, against the formulas themselves
+/// (paper 004 trains with Adam and `weight_decay`; its authors' `torch.optim.Adam` decays every
+/// row of every table each step, through dense gradients). Ours, deliberately: dense parameters
+/// get `torch.optim.Adam` with coupled decay; a table's rows the batch looked up get SparseAdam
+/// with the decay added to their gradient (`g + wd·T[rows]`); the other rows do not move at all.
+/// Step 1 is checked against the closed form of a first Adam step; step 2 that a row touched in
+/// step 1 but not in step 2 stays bit for bit, where dense Adam with decay would move it.
+#[test]
+fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
+    // eps as large as the gradients, so that a step's size depends on the gradient's size (at
+    // eps = 1e-8 Adam's first step is lr·sign(g), nearly blind to the decay term)
+    let (lr, embedding_lr, wd, eps) = (1e-3, 0.02, 0.5, 1e-2);
+    let (b1, b2) = (0.9f64, 0.999f64);
+    let dlrm = ModelConfig::Dlrm {
+        bottom_mlp: vec![4],
+        top_mlp: vec![6],
+    };
+    let emb = EmbeddingConfig {
+        kind: EmbeddingKind::Single,
+        k: None,
+        ..mlet_embedding()
+    };
+    let model = {
+        let _rng = common::rng_lock();
+        tch::manual_seed(11);
+        CtrModel::new(&dlrm, &emb, &shape(), Device::Cpu).unwrap()
+    };
+    let cfg = OptimizerConfig {
+        kind: OptimizerKind::Adam,
+        lr,
+        embedding_lr: Some(embedding_lr),
+        weight_decay: wd,
+        eps: Some(eps),
+        betas: [b1, b2],
+        initial_accumulator_value: 0.0,
+    };
+    let mut opt = Optimizer::new(&cfg, &model.vs);
+    let to_f64 = |t: &Tensor| Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap();
+    let total: i64 = CARDS.iter().sum::<usize>() as i64;
+
+    // step 1, as train_step does it, keeping the gradients before the update
+    let batch = common::batch(6, 2, &CARDS, 21);
+    let (dense_x, labels, index) =
+        mlet::training::batch_tensors(&batch, &model.embeddings, Device::Cpu).unwrap();
+    let forward = model.forward(&dense_x, &index, true);
+    let loss = forward.logits.binary_cross_entropy_with_logits::<Tensor>(
+        &labels,
+        None,
+        None,
+        tch::Reduction::Mean,
+    );
+    opt.zero_grad();
+    loss.backward();
+    let table = &model.embeddings.table;
+    let table0 = table.copy();
+    let rows = Vec::<i64>::try_from(&index.unique).unwrap();
+    assert!((rows.len() as i64) < total, "the batch must leave rows out");
+    let row_grad = to_f64(&forward.lookups[0].rows.grad());
+    let dense: Vec<(String, Tensor, Vec<f64>, Vec<f64>)> = {
+        let mut v: Vec<(String, Tensor)> = model
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.into_iter()
+            .map(|(n, p)| {
+                let (p0, g) = (to_f64(&p), to_f64(&p.grad()));
+                (n, p, p0, g)
+            })
+            .collect()
+    };
+    assert!(!dense.is_empty());
+    opt.step(&SparseGrad::of_model(&model, &forward.lookups), &index);
+
+    let close = |got: f64, want: f64, what: &str| {
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1e-3),
+            "{what}: {got} against the formula's {want}"
+        );
+    };
+    // how many coordinates the same formula without the decay would get wrong: the check
+    // must see the decay
+    let mut decay_seen = [0usize; 2];
+    let first_step = |x: f64, g: f64, lr: f64, dense: bool| {
+        let (m, v) = ((1.0 - b1) * g, (1.0 - b2) * g * g);
+        if dense {
+            x - lr / (1.0 - b1) * m / (v.sqrt() / (1.0 - b2).sqrt() + eps)
+        } else {
+            x - lr * (1.0 - b2).sqrt() / (1.0 - b1) * m / (v.sqrt() + eps)
+        }
+    };
+    // dense parameters: torch.optim.Adam's first step with coupled decay
+    for (name, p, p0, g) in &dense {
+        let lr = if name.starts_with("emb.") {
+            embedding_lr
+        } else {
+            lr
+        };
+        for ((&got, &x), &g) in to_f64(p).iter().zip(p0).zip(g) {
+            close(got, first_step(x, g + wd * x, lr, true), name);
+            let plain = first_step(x, g, lr, true);
+            decay_seen[0] += usize::from((got - plain).abs() > 1e-4 * plain.abs().max(1e-3));
+        }
+    }
+    // table rows: SparseAdam's first step on g + wd·T[rows]; the others unchanged
+    let width = table.size()[1] as usize;
+    let (t0, t1) = (to_f64(&table0), to_f64(table));
+    for r in 0..total as usize {
+        let span = r * width..(r + 1) * width;
+        match rows.iter().position(|&u| u as usize == r) {
+            None => assert!(
+                table.get(r as i64).equal(&table0.get(r as i64)),
+                "untouched row {r} moved"
+            ),
+            Some(u) => {
+                for (j, (&got, &x)) in t1[span.clone()].iter().zip(&t0[span]).enumerate() {
+                    let g = row_grad[u * width + j];
+                    let want = first_step(x, g + wd * x, embedding_lr, false);
+                    close(got, want, &format!("table row {r}"));
+                    let plain = first_step(x, g, embedding_lr, false);
+                    decay_seen[1] +=
+                        usize::from((got - plain).abs() > 1e-4 * plain.abs().max(1e-3));
+                }
+            }
+        }
+    }
+
+    assert!(
+        decay_seen[0] > 0 && decay_seen[1] > 0,
+        "the decay changed no checked coordinate: {decay_seen:?}"
+    );
+    println!("coordinates the decay moved beyond 1e-4 (dense, table rows): {decay_seen:?}");
+
+    // step 2: rows touched before but not now keep their values and moments bit for bit
+    let before = table.copy();
+    let state_before: Vec<(String, Tensor)> = opt
+        .state_tensors()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("state.emb.table"))
+        .map(|(n, t)| (n, t.copy()))
+        .collect();
+    let index2 = step_once(&model, &mut opt, 22);
+    let rows2 = Vec::<i64>::try_from(&index2.unique).unwrap();
+    let stale: Vec<i64> = rows
+        .iter()
+        .copied()
+        .filter(|r| !rows2.contains(r))
+        .collect();
+    assert!(
+        !stale.is_empty(),
+        "step 2 must leave some of step 1's rows out"
+    );
+    let state_after = opt.state_tensors();
+    for &r in &stale {
+        assert!(table.get(r).equal(&before.get(r)), "row {r} decayed");
+        for (name, s) in &state_before {
+            let now = &state_after.iter().find(|(n, _)| n == name).unwrap().1;
+            assert!(now.get(r).equal(&s.get(r)), "{name} row {r} changed");
+        }
+    }
+}

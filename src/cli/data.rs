@@ -95,18 +95,20 @@ pub struct PrepareArgs {
     /// (out of vocabulary) with values never seen in training.
     #[arg(long, default_value_t = 1)]
     pub min_count: u32,
-    /// Split rule [default: days for criteo, random otherwise].
+    /// Split rule [default: days for criteo, random otherwise; random when --valid-fraction,
+    /// --test-fraction or --split-seed is given]. Paper 004's 8/1/1 split with seed 0:
+    /// `--valid-fraction 0.1 --test-fraction 0.1 --split-seed 0`.
     #[arg(long, value_enum)]
     pub split: Option<SplitArg>,
-    /// Seed of the random split.
-    #[arg(long, default_value_t = 0)]
-    pub split_seed: u64,
-    /// Share of lines for validation (random split).
-    #[arg(long, default_value_t = 0.05)]
-    pub valid_fraction: f64,
-    /// Share of lines for test (random split).
-    #[arg(long, default_value_t = 0.05)]
-    pub test_fraction: f64,
+    /// Seed of the random split [default: 0].
+    #[arg(long)]
+    pub split_seed: Option<u64>,
+    /// Share of lines for validation (random split) [default: 0.05].
+    #[arg(long)]
+    pub valid_fraction: Option<f64>,
+    /// Share of lines for test (random split) [default: 0.05].
+    #[arg(long)]
+    pub test_fraction: Option<f64>,
     /// Skip malformed lines (they are counted in the summary and meta.json) instead of stopping
     /// at the first.
     #[arg(long)]
@@ -157,21 +159,25 @@ fn run_prepare(a: PrepareArgs, quiet: bool) -> Result<()> {
         (FormatArg::Csv, None) => bail!("--format csv needs --schema FILE.yaml"),
         (_, Some(_)) => bail!("--schema only applies to --format csv"),
     };
+    let random_options =
+        a.valid_fraction.is_some() || a.test_fraction.is_some() || a.split_seed.is_some();
+    let random = SplitRule::Random {
+        valid_fraction: a.valid_fraction.unwrap_or(0.05),
+        test_fraction: a.test_fraction.unwrap_or(0.05),
+    };
     let split = match (a.split, &a.valid, &a.test) {
         (_, Some(valid), Some(test)) => SplitRule::Files {
             valid: valid.clone(),
             test: test.clone(),
         },
+        (Some(SplitArg::Days), ..) if random_options => bail!(
+            "--split days divides by position; --valid-fraction, --test-fraction and \
+             --split-seed belong to --split random"
+        ),
         (Some(SplitArg::Days), ..) => SplitRule::Days,
-        (Some(SplitArg::Random), ..) => SplitRule::Random {
-            valid_fraction: a.valid_fraction,
-            test_fraction: a.test_fraction,
-        },
-        (None, ..) if format == InputFormat::Criteo => SplitRule::Days,
-        (None, ..) => SplitRule::Random {
-            valid_fraction: a.valid_fraction,
-            test_fraction: a.test_fraction,
-        },
+        (Some(SplitArg::Random), ..) => random,
+        (None, ..) if format == InputFormat::Criteo && !random_options => SplitRule::Days,
+        (None, ..) => random,
     };
     let Some(input) = a.input.or(a.train) else {
         bail!("give the raw input file, or --train, --valid and --test");
@@ -182,7 +188,7 @@ fn run_prepare(a: PrepareArgs, quiet: bool) -> Result<()> {
         out: a.out,
         min_count: a.min_count,
         split,
-        seed: a.split_seed,
+        seed: a.split_seed.unwrap_or(0),
         skip_bad_lines: a.skip_bad_lines,
         progress: !quiet && std::io::stderr().is_terminal(),
         generated_from: None,

@@ -51,6 +51,55 @@ pub struct DataConfig {
     pub cache: Option<PathBuf>,
     /// Categories seen fewer times in training map to the out-of-vocabulary row.
     pub min_count: u32,
+    /// A seeded random split with these fractions, replacing the format's usual one (Criteo's
+    /// day split, 90/5/5 random otherwise). Not with a predefined split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<DataSplit>,
+}
+
+/// `data.split`: each data line goes to the test split with probability `test`, to validation
+/// with probability `valid`, else to training; a pure function of (`seed`, line position), so
+/// the sizes are binomial around the fractions (see docs/data.md). Paper 004's 8/1/1 split with
+/// seed 0 is `{valid: 0.1, test: 0.1, seed: 0}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSplit {
+    pub valid: f64,
+    pub test: f64,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl DataSplit {
+    /// The prepare rule of this split.
+    pub fn rule(&self) -> crate::data::SplitRule {
+        crate::data::SplitRule::Random {
+            valid_fraction: self.valid,
+            test_fraction: self.test,
+        }
+    }
+
+    /// Part of the default cache name: `split0.1-0.1-seed0`.
+    pub fn tag(&self) -> String {
+        format!("split{}-{}-seed{}", self.valid, self.test, self.seed)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = |f: f64| f.is_finite() && (0.0..1.0).contains(&f);
+        for (key, f) in [("valid", self.valid), ("test", self.test)] {
+            if !ok(f) {
+                return Err(format!("data.split.{key}: a fraction in [0, 1) (got {f})"));
+            }
+        }
+        if self.valid + self.test >= 1.0 {
+            return Err(format!(
+                "data.split: valid ({}) and test ({}) must sum to less than 1, leaving rows to \
+                 train on",
+                self.valid, self.test
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for DataConfig {
@@ -65,15 +114,30 @@ impl Default for DataConfig {
             schema: None,
             cache: None,
             min_count: 1,
+            split: None,
         }
     }
 }
 
 impl DataConfig {
-    /// The prepared cache: `cache` when given, else where the data set's is by default.
+    /// The prepared cache: `cache` when given, else where the data set's is by default (with
+    /// `-split<valid>-<test>-seed<seed>` appended under a `split`, so that caches of one source
+    /// split two ways do not replace each other).
     pub fn cache_dir(&self) -> PathBuf {
         match &self.cache {
             Some(dir) => dir.clone(),
+            None if self.split.is_some() => {
+                let base = DataConfig {
+                    split: None,
+                    ..self.clone()
+                }
+                .cache_dir();
+                let tag = self.split.as_ref().map(DataSplit::tag).unwrap_or_default();
+                let mut name = base.file_name().unwrap_or_default().to_os_string();
+                name.push("-");
+                name.push(tag);
+                base.with_file_name(name)
+            }
             None => {
                 let files = match self.split_files() {
                     Some((train, valid, test)) => vec![train, valid, test],
@@ -481,7 +545,8 @@ pub struct OptimizerConfig {
     /// Learning rate of the embedding tables (and MLET projections); `lr` when absent.
     #[serde(default)]
     pub embedding_lr: Option<f64>,
-    /// Decoupled for Adam (AdamW-style is not used: added to the gradient, as torch's Adam does).
+    /// Coupled L2, added to the gradient as torch.optim's SGD, Adagrad and Adam do (not AdamW);
+    /// on embedding tables only to the rows a batch looks up (docs/training.md).
     #[serde(default)]
     pub weight_decay: f64,
     /// Adagrad default 1e-10, Adam default 1e-8.
@@ -556,6 +621,54 @@ pub struct TrainingConfig {
     /// Write a resumable checkpoint into the partial run directory every this many steps
     /// (see docs/training.md); none when absent.
     pub checkpoint_every: Option<usize>,
+    /// Evaluate on the validation split before training and after every epoch, stop when
+    /// `patience` epochs pass without improvement and restore the best epoch's weights before
+    /// the test evaluation (see docs/training.md). Off when absent (or `null`, which turns a
+    /// model family's default off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// `training.early_stopping`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    /// Epochs without an improvement of the validation metric after which training stops.
+    pub patience: usize,
+    /// The validation metric watched: `auc` (higher is better) or `logloss` (lower is better).
+    #[serde(default)]
+    pub metric: StopMetric,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StopMetric {
+    #[default]
+    Auc,
+    Logloss,
+}
+
+impl StopMetric {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopMetric::Auc => "auc",
+            StopMetric::Logloss => "logloss",
+        }
+    }
+
+    /// Whether `new` is strictly better than `old` (any finite value beats NaN).
+    pub fn improves(self, new: f64, old: f64) -> bool {
+        if !new.is_finite() {
+            return false;
+        }
+        if !old.is_finite() {
+            return true;
+        }
+        match self {
+            StopMetric::Auc => new > old,
+            StopMetric::Logloss => new < old,
+        }
+    }
 }
 
 impl Default for TrainingConfig {
@@ -571,6 +684,7 @@ impl Default for TrainingConfig {
             max_steps: None,
             loss_reduction: LossReduction::Mean,
             checkpoint_every: None,
+            early_stopping: None,
         }
     }
 }
@@ -584,15 +698,20 @@ pub enum Family {
     /// (paper 001), and DeepCTR-Torch 0.3.0's `fit`: batch 256, loss summed over the batch
     /// (`reduction='sum'`), which its L2 coefficients (1e-5) are scaled for.
     DeepCtr,
+    /// Paper 004 (multi-embedding: DNN, IPNN, NFwFM, DCNv2, FinalMLP) as its authors' code
+    /// trains it: Adam at lr 1e-3 with `weight_decay` 1e-6 (coupled L2, added to the gradient;
+    /// on tables only the touched rows, see docs/training.md), batch 2048, mean BCE, at most 30
+    /// epochs with early stopping on validation AUC (patience 3, best weights restored).
+    MultiEmbedding,
 }
 
 impl Family {
     /// The family of `model.kind` (an unknown kind is rejected when the model is read).
     pub fn of_kind(kind: &str) -> Family {
-        if kind == "dlrm" {
-            Family::Dlrm
-        } else {
-            Family::DeepCtr
+        match kind {
+            "dlrm" => Family::Dlrm,
+            "dnn" | "ipnn" | "nfwfm" | "dcnv2" | "finalmlp" => Family::MultiEmbedding,
+            _ => Family::DeepCtr,
         }
     }
 
@@ -600,6 +719,10 @@ impl Family {
         match self {
             Family::Dlrm => OptimizerConfig::new(OptimizerKind::Sgd, 0.2),
             Family::DeepCtr => OptimizerConfig::new(OptimizerKind::Adagrad, 0.02),
+            Family::MultiEmbedding => OptimizerConfig {
+                weight_decay: 1e-6,
+                ..OptimizerConfig::new(OptimizerKind::Adam, 1e-3)
+            },
         }
     }
 
@@ -609,6 +732,16 @@ impl Family {
             Family::DeepCtr => TrainingConfig {
                 batch_size: 256,
                 loss_reduction: LossReduction::Sum,
+                ..TrainingConfig::default()
+            },
+            Family::MultiEmbedding => TrainingConfig {
+                epochs: 30,
+                batch_size: 2048,
+                loss_reduction: LossReduction::Mean,
+                early_stopping: Some(EarlyStopping {
+                    patience: 3,
+                    metric: StopMetric::Auc,
+                }),
                 ..TrainingConfig::default()
             },
         }
@@ -802,6 +935,13 @@ impl RunConfig {
         if t.threads == Some(0) {
             return Err("training.threads: must be at least 1".into());
         }
+        if t.early_stopping.as_ref().is_some_and(|e| e.patience == 0) {
+            return Err(
+                "training.early_stopping.patience: must be at least 1 (epochs without an \
+                 improvement before stopping)"
+                    .into(),
+            );
+        }
         if self.eval.batch_size == 0 {
             return Err("eval.batch_size: must be at least 1".into());
         }
@@ -841,6 +981,23 @@ impl RunConfig {
         }
         if d.format == Some(RawFormat::Csv) && d.schema.is_none() {
             return Err("data.schema: required with format csv".into());
+        }
+        if let Some(split) = &d.split {
+            if d.train.is_some() {
+                return Err(
+                    "data.split: a predefined split (train, valid, test files) is already \
+                     split; give one or the other"
+                        .into(),
+                );
+            }
+            if d.raw.is_none() && d.synthetic.is_none() {
+                return Err(
+                    "data.split: needs a source to split (`raw` or `synthetic`); a prepared \
+                     `cache` alone is used as it was split"
+                        .into(),
+                );
+            }
+            split.validate()?;
         }
         Ok(())
     }

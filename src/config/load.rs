@@ -496,6 +496,46 @@ embedding: {dim: 8}
         assert!(msg.contains("optimizer") && msg.contains("lr"), "{msg}");
     }
 
+    /// Paper 004's family: the kinds its models go by, and its authors' training settings.
+    #[test]
+    fn multi_embedding_family_defaults() {
+        use crate::config::{LossReduction, OptimizerKind, StopMetric};
+        for kind in ["dnn", "ipnn", "nfwfm", "dcnv2", "finalmlp"] {
+            assert_eq!(Family::of_kind(kind), Family::MultiEmbedding, "{kind}");
+        }
+        assert_eq!(Family::of_kind("xdeepfm"), Family::DeepCtr);
+        assert_eq!(Family::of_kind("dlrm"), Family::Dlrm);
+        let o = Family::MultiEmbedding.optimizer();
+        assert_eq!(
+            (o.kind, o.lr, o.weight_decay),
+            (OptimizerKind::Adam, 1e-3, 1e-6)
+        );
+        let t = Family::MultiEmbedding.training();
+        assert_eq!((t.batch_size, t.epochs), (2048, 30));
+        assert_eq!(t.loss_reduction, LossReduction::Mean);
+        let es = t.early_stopping.unwrap();
+        assert_eq!((es.patience, es.metric), (3, StopMetric::Auc));
+        // the other families keep early stopping off
+        assert!(Family::Dlrm.training().early_stopping.is_none());
+        assert!(Family::DeepCtr.training().early_stopping.is_none());
+    }
+
+    /// A family's early stopping merges like any training key and `null` turns it off.
+    #[test]
+    fn early_stopping_merges_and_null_turns_it_off() {
+        let text = format!(
+            "{BASE}training: {{early_stopping: {{patience: 2, metric: logloss}}}}\nruns:\n  \
+             - name: on\n  - name: patience5\n    training: {{early_stopping: {{patience: 5}}}}\n  \
+             - name: off\n    training: {{early_stopping: null}}\n"
+        );
+        let runs = parse_runs(&text).unwrap();
+        let es = |i: usize| runs[i].config.training.early_stopping.clone();
+        assert_eq!(es(0).unwrap().patience, 2);
+        let p5 = es(1).unwrap();
+        assert_eq!((p5.patience, p5.metric.name()), (5, "logloss"));
+        assert!(es(2).is_none());
+    }
+
     #[test]
     fn duplicate_run_names_are_rejected() {
         let text = format!("{BASE}runs:\n  - name: a\n  - name: a\n");

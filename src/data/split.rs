@@ -133,13 +133,17 @@ impl fmt::Display for SplitRule {
             SplitRule::Random {
                 valid_fraction,
                 test_fraction,
-            } => write!(
-                f,
-                "random ({:.0}% train / {:.0}% valid / {:.0}% test)",
-                100.0 * (1.0 - valid_fraction - test_fraction),
-                100.0 * valid_fraction,
-                100.0 * test_fraction
-            ),
+            } => {
+                // percentages to 4 decimals without trailing zeros: 80, 12.5, 0.01
+                let pct = |x: f64| format!("{}", (x * 1e6).round() / 1e4);
+                write!(
+                    f,
+                    "random ({}% train / {}% valid / {}% test)",
+                    pct(1.0 - valid_fraction - test_fraction),
+                    pct(*valid_fraction),
+                    pct(*test_fraction)
+                )
+            }
             // No paths: the same files named from another directory are the same split (the
             // fingerprint compares the files themselves).
             SplitRule::Files { .. } => f.write_str("predefined (train, valid and test files)"),

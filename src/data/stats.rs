@@ -28,6 +28,8 @@ pub struct CacheStats {
     /// How rows were divided; a predefined split names its valid and test files (`source` is
     /// the training file).
     pub split: SplitRule,
+    /// Seed of a random split.
+    pub split_seed: u64,
     pub rows: SplitCounts,
     pub skipped_lines: u64,
     pub min_count: u32,
@@ -83,6 +85,7 @@ pub fn cache_stats(ds: &Dataset) -> CacheStats {
         source: ds.meta.source.clone(),
         format: ds.meta.format.clone(),
         split: ds.meta.split.clone(),
+        split_seed: ds.meta.split_seed,
         rows: ds.meta.rows,
         skipped_lines: ds.meta.skipped_lines,
         min_count: ds.meta.min_count,
@@ -109,6 +112,9 @@ impl fmt::Display for CacheStats {
                 valid.display(),
                 test.display()
             )?,
+            rule @ SplitRule::Random { .. } => {
+                writeln!(f, "split    {rule}, seed {}", self.split_seed)?
+            }
             rule => writeln!(f, "split    {rule}")?,
         }
         writeln!(

@@ -38,6 +38,10 @@ fn prepare_options(data: &DataConfig, cache: &Path, quiet: bool) -> Result<Optio
     // The defaults of `mlet data prepare`, so that a cache it made is reused.
     let mut opts = PrepareOptions::new(input, format, cache);
     opts.min_count = data.min_count;
+    if let Some(split) = &data.split {
+        opts.split = split.rule();
+        opts.seed = split.seed;
+    }
     opts.progress = !quiet;
     opts.generated_from = data.synthetic.clone();
     Ok(Some(opts))

@@ -153,14 +153,31 @@ pub(crate) fn with_ext(stem: &Path, ext: &str) -> PathBuf {
 
 /// Draws `spec` to `<stem>.png` and `<stem>.svg` (each written atomically) and returns the paths.
 pub(crate) fn render(spec: &ChartSpec, stem: &Path) -> Result<Vec<PathBuf>> {
+    render_panels(std::slice::from_ref(spec), FIGURE_SIZE, stem)
+}
+
+/// Draws `specs` as panels stacked top to bottom (equal heights) on a `size` canvas, to
+/// `<stem>.png` and `<stem>.svg`.
+pub(crate) fn render_panels(
+    specs: &[ChartSpec],
+    size: (u32, u32),
+    stem: &Path,
+) -> Result<Vec<PathBuf>> {
     ensure_font()?;
-    let geometry = Geometry::of(spec)?;
+    let geometries = specs.iter().map(Geometry::of).collect::<Result<Vec<_>>>()?;
     let png = with_ext(stem, "png");
     let svg = with_ext(stem, "svg");
     let pending = PendingFile::new(&png)?;
     (|| -> Result<()> {
-        let root = BitMapBackend::new(&pending.tmp, FIGURE_SIZE).into_drawing_area();
-        draw(&root, spec, &geometry)?;
+        let root = BitMapBackend::new(&pending.tmp, size).into_drawing_area();
+        let panels = root.split_evenly((specs.len(), 1));
+        let mut legend_w = 0;
+        for spec in specs {
+            legend_w = legend_w.max(legend_width(&root, spec)?);
+        }
+        for ((panel, spec), g) in panels.iter().zip(specs).zip(&geometries) {
+            draw(panel, spec, g, Some(legend_w))?;
+        }
         root.present().map_err(|e| anyhow!("{e}"))
     })()
     .with_context(|| format!("cannot draw {}", png.display()))?;
@@ -168,8 +185,16 @@ pub(crate) fn render(spec: &ChartSpec, stem: &Path) -> Result<Vec<PathBuf>> {
 
     let mut text = String::new();
     {
-        let root = SVGBackend::with_string(&mut text, FIGURE_SIZE).into_drawing_area();
-        draw(&root, spec, &geometry).with_context(|| format!("cannot draw {}", svg.display()))?;
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+        let panels = root.split_evenly((specs.len(), 1));
+        let mut legend_w = 0;
+        for spec in specs {
+            legend_w = legend_w.max(legend_width(&root, spec)?);
+        }
+        for ((panel, spec), g) in panels.iter().zip(specs).zip(&geometries) {
+            draw(panel, spec, g, Some(legend_w))
+                .with_context(|| format!("cannot draw {}", svg.display()))?;
+        }
         root.present()
             .map_err(|e| anyhow!("cannot draw {}: {e}", svg.display()))?;
     }
@@ -321,18 +346,11 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("{e}")
 }
 
-fn draw<DB: DrawingBackend>(
+/// The width of `spec`'s legend in pixels: its longest label and the line sample.
+fn legend_width<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     spec: &ChartSpec,
-    g: &Geometry,
-) -> Result<()> {
-    root.fill(&WHITE).map_err(err)?;
-    let area = root
-        .margin(10, 0, 0, 0)
-        .titled(&spec.title, (FONT, TITLE_PX).into_font())
-        .map_err(err)?;
-
-    // The legend sits to the right of the plot, as wide as its longest label.
+) -> Result<u32> {
     let legend_font = (FONT, LEGEND_PX).into_font();
     let mut widest = 0u32;
     for s in &spec.series {
@@ -341,7 +359,29 @@ fn draw<DB: DrawingBackend>(
             .map_err(err)?;
         widest = widest.max(w);
     }
-    let legend_w = (widest + 70).min(FIGURE_SIZE.0 / 3);
+    Ok((widest + 70).min(FIGURE_SIZE.0 / 3))
+}
+
+/// Draws `spec` into `root`; `legend_w`: the legend's width when set by the caller.
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    spec: &ChartSpec,
+    g: &Geometry,
+    legend_w: Option<u32>,
+) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let area = root
+        .margin(10, 0, 0, 0)
+        .titled(&spec.title, (FONT, TITLE_PX).into_font())
+        .map_err(err)?;
+
+    // The legend sits to the right of the plot, as wide as its longest label (or the widest
+    // panel's, so that stacked panels share their x positions).
+    let legend_font = (FONT, LEGEND_PX).into_font();
+    let legend_w = match legend_w {
+        Some(w) => w,
+        None => legend_width(root, spec)?,
+    };
     let (w, _) = area.dim_in_pixel();
     let (plot_area, legend_area) = area.split_horizontally(w.saturating_sub(legend_w));
 

@@ -4,8 +4,10 @@ use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::chart::{render, ChartSpec, Marker, Series, Shape, XAxis, MARKERS, PALETTE};
-use super::train_log::read_train_log;
+use super::chart::{
+    render, render_panels, ChartSpec, Marker, Series, Shape, XAxis, MARKERS, PALETTE,
+};
+use super::train_log::{read_epochs, read_train_log};
 use crate::results::summary::{select_by, OrdF64};
 use crate::results::{
     format_k, frequency_gains, select_points, summarize, FrequencyGain, ResultRow, SummaryRow,
@@ -277,7 +279,9 @@ pub fn plot_auc_vs_init_std(
 }
 
 /// Training loss against samples seen, one line per run. `logs` pairs a `train_log.csv` path
-/// with the label its line gets in the legend. Non-finite losses are skipped.
+/// with the label its line gets in the legend. Non-finite losses are skipped. When a log has an
+/// `epochs.csv` beside it (runs with early stopping), a second panel below shows the validation
+/// AUC of every evaluation against samples seen (epoch 0 at 0 samples), the best epoch marked.
 pub fn plot_training_curve(
     logs: &[(PathBuf, String)],
     out_stem: &Path,
@@ -287,6 +291,7 @@ pub fn plot_training_curve(
         bail!("nothing to plot: no training log given");
     }
     let mut series = Vec::new();
+    let mut valid = Vec::new();
     for (i, (path, label)) in logs.iter().enumerate() {
         let log = read_train_log(path)?;
         let line: Vec<(f64, f64, f64)> = log
@@ -302,20 +307,63 @@ pub fn plot_training_curve(
         } else {
             Marker::None
         };
+        let color = PALETTE[i % PALETTE.len()];
         series.push(Series {
             label: label.clone(),
-            color: PALETTE[i % PALETTE.len()],
+            color,
             dashed: false,
             marker,
             shape: Shape::Line(line),
         });
+        let epochs_csv = path.with_file_name(crate::training::EPOCHS_LOG);
+        if epochs_csv.is_file() {
+            let epochs = read_epochs(&epochs_csv)?;
+            let auc: Vec<(f64, f64, f64)> = epochs
+                .iter()
+                .map(|e| (e.samples as f64, e.valid_auc, 0.0))
+                .collect();
+            // the best epoch: the last row that was best when it was evaluated
+            let best = epochs.iter().rev().find(|e| e.best);
+            valid.push(Series {
+                label: match best {
+                    Some(b) => format!("{label} (best: epoch {})", b.epoch),
+                    None => label.clone(),
+                },
+                color,
+                dashed: false,
+                marker: MARKERS[i % MARKERS.len()],
+                shape: Shape::Line(auc),
+            });
+            if let Some(b) = best {
+                valid.push(Series {
+                    label: format!("{label}: best valid AUC"),
+                    color,
+                    dashed: true,
+                    marker: Marker::None,
+                    shape: Shape::HLine(b.valid_auc),
+                });
+            }
+        }
     }
-    let spec = ChartSpec {
+    let loss = ChartSpec {
         title: title.to_string(),
         x_label: "training samples seen".into(),
         y_label: "training loss (BCE, interval mean)".into(),
         x_axis: XAxis::Linear,
         series,
     };
-    render(&spec, out_stem).context("training curve")
+    if valid.iter().all(|s| match &s.shape {
+        Shape::Line(points) => points.iter().all(|p| !p.1.is_finite()),
+        Shape::HLine(_) => true,
+    }) {
+        return render(&loss, out_stem).context("training curve");
+    }
+    let auc = ChartSpec {
+        title: "validation AUC after each epoch (epoch 0: before training)".into(),
+        x_label: "training samples seen".into(),
+        y_label: "validation AUC".into(),
+        x_axis: XAxis::Linear,
+        series: valid,
+    };
+    render_panels(&[loss, auc], super::TWO_PANEL_SIZE, out_stem).context("training curve")
 }

@@ -17,13 +17,16 @@ use std::sync::OnceLock;
 pub use figures::{
     plot_auc_vs_init_std, plot_gain_by_decile, plot_metric_vs_d, plot_training_curve, Metric,
 };
-pub use train_log::{read_train_log, TrainLogPoint};
+pub use train_log::{read_epochs, read_train_log, EpochPoint, TrainLogPoint};
 
 use crate::results::summary::OrdF64;
 use crate::results::ResultRow;
 
 /// Width and height in pixels of every PNG (and of the SVG canvas).
 pub const FIGURE_SIZE: (u32, u32) = (1100, 720);
+
+/// The training-curve figure with a second panel (validation AUC per epoch).
+pub const TWO_PANEL_SIZE: (u32, u32) = (1100, 1100);
 
 /// The font family every text element uses; registered from the embedded font.
 pub(crate) const FONT: &str = "sans-serif";

@@ -29,3 +29,37 @@ pub fn read_train_log(path: &Path) -> Result<Vec<TrainLogPoint>> {
         })
         .collect()
 }
+
+/// One validation evaluation of a run with early stopping (a row of its `epochs.csv`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochPoint {
+    /// 0: before training.
+    pub epoch: u64,
+    /// Training samples seen when it was evaluated.
+    pub samples: u64,
+    pub valid_auc: f64,
+    pub valid_logloss: f64,
+    /// Whether it was the best so far when it was evaluated.
+    pub best: bool,
+}
+
+/// Reads the columns `epoch`, `samples`, `valid_auc`, `valid_logloss` and `best` of a run's
+/// `epochs.csv` (written with `training.early_stopping`).
+pub fn read_epochs(path: &Path) -> Result<Vec<EpochPoint>> {
+    let t = Table::read(
+        path,
+        &["epoch", "samples", "valid_auc", "valid_logloss", "best"],
+    )?;
+    t.records
+        .iter()
+        .map(|r| {
+            Ok(EpochPoint {
+                epoch: t.get(r, "epoch", "a non-negative integer")?,
+                samples: t.get(r, "samples", "a non-negative integer")?,
+                valid_auc: t.get(r, "valid_auc", "a number")?,
+                valid_logloss: t.get(r, "valid_logloss", "a number")?,
+                best: t.get(r, "best", "true or false")?,
+            })
+        })
+        .collect()
+}

@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+use super::early_stop::{EarlyStopper, StopState};
 use super::run_dir::{CHECKPOINT_CONFIG, CHECKPOINT_STATE};
 use super::{Optimizer, RunDir, OPTIMIZER_STATE, WEIGHTS};
 use crate::data::{Dataset, Split};
@@ -40,6 +41,9 @@ pub struct LoopCounters {
     pub last_loss: f64,
     /// Training seconds before this process took over (timings are carried on, not reproduced).
     pub elapsed_before: f64,
+    /// The loss summed over the steps of the current epoch, and their number (`epochs.csv`).
+    pub epoch_loss: f64,
+    pub epoch_steps: usize,
 }
 
 /// Where a checkpoint stands (`state.json`). The epoch's order is rebuilt by replaying the
@@ -59,6 +63,15 @@ pub struct CheckpointState {
     shuffle: bool,
     train_rows: usize,
     cardinalities: Vec<usize>,
+    /// The current epoch's loss sum (f64 bits) and steps.
+    #[serde(default)]
+    epoch_loss_bits: u64,
+    #[serde(default)]
+    epoch_steps: usize,
+    /// With `training.early_stopping`: where it stands (`epochs.csv` and the best weights are
+    /// files of the checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<StopState>,
 }
 
 impl CheckpointState {
@@ -76,6 +89,9 @@ impl CheckpointState {
             shuffle,
             train_rows: data.split(Split::Train).len,
             cardinalities: data.cardinalities().to_vec(),
+            epoch_loss_bits: c.epoch_loss.to_bits(),
+            epoch_steps: c.epoch_steps,
+            early_stopping: None,
         }
     }
 
@@ -108,6 +124,8 @@ impl CheckpointState {
             interval_steps: self.interval_steps,
             last_loss: f64::from_bits(self.last_loss_bits),
             elapsed_before: self.elapsed_s,
+            epoch_loss: f64::from_bits(self.epoch_loss_bits),
+            epoch_steps: self.epoch_steps,
         }
     }
 }
@@ -145,8 +163,12 @@ pub fn write(
     config_text: &str,
     log_path: &Path,
     state: &CheckpointState,
+    early: Option<&EarlyStopper>,
 ) -> Result<()> {
     run_dir.write_checkpoint(|dir| {
+        if let Some(early) = early {
+            early.write_checkpoint(run_dir.dir(), dir)?;
+        }
         std::fs::write(dir.join(CHECKPOINT_CONFIG), config_text)?;
         model
             .vs

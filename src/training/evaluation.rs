@@ -35,6 +35,24 @@ pub fn predict(
     Ok(out)
 }
 
+/// The metrics of `model` on one split (`None` when the split is empty).
+pub fn evaluate_split(
+    model: &CtrModel,
+    dataset: &Dataset,
+    split: Split,
+    batch_size: usize,
+    device: Device,
+) -> Result<Option<Metrics>> {
+    let data = dataset.split(split);
+    if data.len == 0 {
+        return Ok(None);
+    }
+    let logits = predict(model, &data, batch_size, None, device)?;
+    let m = metrics::evaluate(&logits, data.label)
+        .with_context(|| format!("evaluating the {split} split"))?;
+    Ok(Some(m))
+}
+
 /// Predicts some test rows with the trained and with the collapsed embeddings.
 fn collapse_check(
     model: &mut CtrModel,
@@ -86,7 +104,7 @@ pub fn evaluate_trained(
             .with_context(|| format!("evaluating the {split} split"))?;
         Ok(Some((logits, m)))
     };
-    let valid = logits_of(Split::Valid)?.map(|(_, m)| m);
+    let valid = evaluate_split(model, dataset, Split::Valid, batch_size, device)?;
     let test = logits_of(Split::Test)?;
     let test_by_frequency = match &test {
         Some((logits, _)) if logits.len() >= metrics::frequency::GROUPS => {

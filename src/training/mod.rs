@@ -2,6 +2,7 @@
 //! run directory and its metrics.
 mod checkpoint;
 mod device;
+mod early_stop;
 mod evaluation;
 mod optimizer;
 mod progress;
@@ -14,7 +15,8 @@ mod trainer;
 
 pub use checkpoint::torch_rng_lock;
 pub use device::{describe as describe_device, parse_device};
-pub use evaluation::{evaluate_trained, predict, Evaluation};
+pub use early_stop::{BEST_WEIGHTS, EPOCHS_HEADER, EPOCHS_LOG};
+pub use evaluation::{evaluate_split, evaluate_trained, predict, Evaluation};
 pub use optimizer::{Optimizer, SparseGrad};
 pub use run_dir::{RunDir, CHECKPOINT, METRICS};
 pub use run_lock::{Acquired, RunLock};

@@ -46,6 +46,15 @@ impl Progress {
         }
     }
 
+    /// A line of its own (above the bar on a terminal).
+    pub fn note(&self, text: &str) {
+        if let Some(bar) = &self.bar {
+            bar.println(format!("{}: {text}", self.label));
+        } else if self.plain {
+            eprintln!("{}: {text}", self.label);
+        }
+    }
+
     pub fn resume(&self, step: usize) {
         if let Some(bar) = &self.bar {
             bar.set_position(step as u64);

@@ -46,6 +46,15 @@ pub struct RunMetrics {
     /// Time per step and peak memory.
     #[serde(default)]
     pub runtime: Option<Runtime>,
+    /// With `training.early_stopping`: the epoch whose weights were restored and evaluated
+    /// (0: the initial weights), the epochs trained and whether training stopped before
+    /// `training.epochs` (and `max_steps`) ran out. Absent without early stopping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs_run: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<bool>,
 }
 
 /// JSON has no NaN: serde_json writes it as null, and this reads null back as NaN.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::checkpoint::{self, torch_rng_lock, CheckpointState, LoopCounters};
+use super::early_stop::{EarlyStopper, StopOutcome};
 use super::evaluation::{evaluate_trained, Evaluation};
 use super::progress::Progress;
 use super::runtime::{peak_rss_bytes, reset_peak_rss, Runtime, StepTimes};
@@ -70,6 +71,8 @@ struct LoopOutcome {
     seconds: f64,
     diverged: Option<Divergence>,
     step_times: StepTimes,
+    /// With early stopping: how it ended (the best weights are back in the model).
+    early: Option<StopOutcome>,
 }
 
 fn train(
@@ -264,6 +267,50 @@ impl<'a> Session<'a> {
         let elapsed_before = c.elapsed_before;
         let elapsed = || elapsed_before + started.elapsed().as_secs_f64();
         let mut interval_start = (Instant::now(), c.samples);
+        let mut early = match &t.early_stopping {
+            None => None,
+            Some(es) => {
+                let from = match &self.resumed {
+                    Some((dir, state)) => Some((
+                        dir.as_path(),
+                        state.early_stopping.clone().with_context(|| {
+                            format!(
+                                "the checkpoint in {} has no early-stopping state",
+                                dir.display()
+                            )
+                        })?,
+                    )),
+                    None => None,
+                };
+                Some(EarlyStopper::open(
+                    es,
+                    self.run_dir.dir(),
+                    from,
+                    self.device,
+                )?)
+            }
+        };
+        // training seconds: wall time less the validation evaluations of early stopping
+        let eval_seconds =
+            |early: &Option<EarlyStopper>| early.as_ref().map_or(0.0, |e| e.state.eval_seconds);
+        if let Some(es) = &mut early {
+            if !es.done(0) {
+                // the initial weights are a candidate too, as in the authors' code of paper 004
+                let (m, _) = es.end_epoch(
+                    0,
+                    &self.model,
+                    self.dataset,
+                    cfg.eval.batch_size,
+                    self.device,
+                    &c,
+                    0.0,
+                )?;
+                progress.note(&format!(
+                    "epoch 0 (before training): valid AUC {:.5}, LogLoss {:.5}",
+                    m.auc, m.logloss
+                ));
+            }
+        }
         'epochs: for epoch in 0..t.epochs {
             if t.shuffle {
                 order.shuffle(&mut rng);
@@ -272,9 +319,17 @@ impl<'a> Session<'a> {
                 continue; // done before the checkpoint: only its shuffle is replayed
             }
             let skip = if epoch == start.0 { start.1 } else { 0 };
+            if skip == 0 {
+                c.epoch_loss = 0.0;
+                c.epoch_steps = 0;
+            }
+            if c.step >= total_steps && early.as_ref().is_none_or(|e| e.done(epoch + 1)) {
+                break;
+            }
             for (batch_index, chunk) in order.chunks(t.batch_size).enumerate().skip(skip) {
                 if c.step >= total_steps {
-                    break 'epochs;
+                    // the end: with early stopping, this partial epoch is still evaluated
+                    break;
                 }
                 let step_started = Instant::now();
                 train.gather(chunk, &mut batch);
@@ -302,6 +357,8 @@ impl<'a> Session<'a> {
                 c.samples += batch.size;
                 c.interval_loss += loss_value;
                 c.interval_steps += 1;
+                c.epoch_loss += loss_value;
+                c.epoch_steps += 1;
                 if c.step % t.log_every == 0 || c.step == total_steps {
                     c.last_loss = c.interval_loss / c.interval_steps as f64;
                     let dt = interval_start.0.elapsed().as_secs_f64().max(1e-9);
@@ -322,8 +379,9 @@ impl<'a> Session<'a> {
                 }
                 if let Some(every) = t.checkpoint_every {
                     if c.step % every == 0 || c.step == total_steps {
-                        let state =
+                        let mut state =
                             CheckpointState::new(&c, elapsed(), t.seed, t.shuffle, self.dataset);
+                        state.early_stopping = early.as_ref().map(|e| e.state.clone());
                         checkpoint::write(
                             &self.run_dir,
                             &self.model,
@@ -331,6 +389,7 @@ impl<'a> Session<'a> {
                             &self.config_text,
                             &log_path,
                             &state,
+                            early.as_ref(),
                         )
                         .with_context(|| format!("checkpoint at step {}", c.step))?;
                         checkpoint::reseed_torch(t.seed, c.step);
@@ -341,14 +400,55 @@ impl<'a> Session<'a> {
                     return Ok(None); // a simulated kill: nothing more is written
                 }
             }
+            if let Some(es) = &mut early {
+                if c.epoch_steps == 0 || es.done(epoch + 1) {
+                    break; // no step of this epoch (max_steps ran out before it)
+                }
+                let train_seconds = elapsed() - es.state.eval_seconds;
+                let (m, stop) = es.end_epoch(
+                    epoch + 1,
+                    &self.model,
+                    self.dataset,
+                    cfg.eval.batch_size,
+                    self.device,
+                    &c,
+                    train_seconds,
+                )?;
+                let best = es.state.best_epoch.unwrap_or(0);
+                progress.note(&format!(
+                    "epoch {}: valid AUC {:.5}, LogLoss {:.5} (best: epoch {best})",
+                    epoch + 1,
+                    m.auc,
+                    m.logloss
+                ));
+                if stop {
+                    if epoch + 1 < t.epochs && c.step < total_steps {
+                        es.stopped = true;
+                        progress.note(&format!(
+                            "early stopping: {} epochs without a better valid {}",
+                            epoch + 1 - best,
+                            t.early_stopping.as_ref().map_or("", |e| e.metric.name())
+                        ));
+                    }
+                    break 'epochs;
+                }
+            }
         }
-        let seconds = elapsed();
+        let seconds = elapsed() - eval_seconds(&early);
         progress.finish();
+        let early = match early {
+            Some(es) if diverged.is_none() => {
+                es.restore_best(&self.model)?;
+                Some(es.outcome())
+            }
+            _ => None,
+        };
         Ok(Some(LoopOutcome {
             counters: c,
             seconds,
             diverged,
             step_times,
+            early,
         }))
     }
 
@@ -405,6 +505,9 @@ impl<'a> Session<'a> {
             diverged: outcome.diverged,
             test_by_frequency,
             runtime: Some(runtime),
+            best_epoch: outcome.early.and_then(|e| e.best_epoch),
+            epochs_run: outcome.early.map(|e| e.epochs_run),
+            stopped_early: outcome.early.map(|e| e.stopped_early),
         }
     }
 }

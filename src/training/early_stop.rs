@@ -1,0 +1,229 @@
+//! Early stopping (`training.early_stopping`): the validation split is evaluated before training
+//! (epoch 0) and after every epoch, one row per evaluation goes to `epochs.csv`, the best
+//! epoch's weights are kept (a copy of every variable of the model, in memory on the model's
+//! device), training stops once `patience` epochs pass without an improvement, and the best
+//! weights are put back before the test evaluation.
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::{Device, Tensor};
+
+use super::checkpoint::LoopCounters;
+use super::evaluation::evaluate_split;
+use crate::config::{EarlyStopping, StopMetric};
+use crate::data::{Dataset, Split};
+use crate::metrics::Metrics;
+use crate::models::CtrModel;
+
+/// One row per validation evaluation, in the run directory (and its checkpoint).
+pub const EPOCHS_LOG: &str = "epochs.csv";
+/// The best epoch's weights inside a checkpoint.
+pub const BEST_WEIGHTS: &str = "best.safetensors";
+
+/// The columns of `epochs.csv` (read back by `plots::read_epochs`).
+pub const EPOCHS_HEADER: [&str; 9] = [
+    "epoch",
+    "steps",
+    "samples",
+    "train_loss",
+    "valid_auc",
+    "valid_logloss",
+    "best",
+    "train_seconds",
+    "eval_seconds",
+];
+
+/// Where early stopping stands; part of a checkpoint's `state.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StopState {
+    /// The best epoch so far (0: the initial weights) and its metric (as f64 bits).
+    pub best_epoch: Option<usize>,
+    pub best_value_bits: u64,
+    /// The last epoch evaluated.
+    pub last_epoch: Option<usize>,
+    /// Seconds spent evaluating the validation split so far: not training time.
+    pub eval_seconds: f64,
+}
+
+/// How early stopping ended, for `metrics.json`.
+#[derive(Clone, Copy, Debug)]
+pub struct StopOutcome {
+    pub best_epoch: Option<usize>,
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+}
+
+pub struct EarlyStopper {
+    cfg: EarlyStopping,
+    pub state: StopState,
+    log: ::csv::Writer<std::fs::File>,
+    /// The best epoch's variables, by name.
+    best: Option<Vec<(String, Tensor)>>,
+    /// Set by the loop when it stops with epochs (and steps) left.
+    pub stopped: bool,
+}
+
+impl EarlyStopper {
+    /// Starts `epochs.csv` in `run_dir`, or, resuming, restores it, the state and the best
+    /// weights from the checkpoint at `checkpoint`.
+    pub fn open(
+        cfg: &EarlyStopping,
+        run_dir: &Path,
+        checkpoint: Option<(&Path, StopState)>,
+        device: Device,
+    ) -> Result<EarlyStopper> {
+        let path = run_dir.join(EPOCHS_LOG);
+        let (log, state, best) = match checkpoint {
+            Some((dir, state)) => {
+                std::fs::copy(dir.join(EPOCHS_LOG), &path)
+                    .context("cannot restore epochs.csv from the checkpoint")?;
+                let file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .context("cannot open epochs.csv")?;
+                let best = match state.best_epoch {
+                    None => None,
+                    Some(_) => {
+                        let file = dir.join(BEST_WEIGHTS);
+                        let tensors = Tensor::read_safetensors(&file).with_context(|| {
+                            format!("cannot read the best weights {}", file.display())
+                        })?;
+                        Some(
+                            tensors
+                                .into_iter()
+                                .map(|(n, t)| (n, t.to_device(device)))
+                                .collect(),
+                        )
+                    }
+                };
+                (crate::results::csv::writer(file), state, best)
+            }
+            None => {
+                let file = std::fs::File::create(&path).context("cannot create epochs.csv")?;
+                let mut log = crate::results::csv::writer(file);
+                log.write_record(EPOCHS_HEADER)?;
+                log.flush()?;
+                (log, StopState::default(), None)
+            }
+        };
+        Ok(EarlyStopper {
+            cfg: cfg.clone(),
+            state,
+            log,
+            best,
+            stopped: false,
+        })
+    }
+
+    /// Whether `epoch` (0: before training) has been evaluated already (resuming).
+    pub fn done(&self, epoch: usize) -> bool {
+        self.state.last_epoch.is_some_and(|e| e >= epoch)
+    }
+
+    /// Evaluates the validation split after `epoch` (0: before training), writes its row,
+    /// keeps the weights if they are the best so far, and says whether `patience` epochs have
+    /// passed since the best (the caller stops, and sets `stopped` when epochs were left). `train_seconds`: training time so far, evaluations excluded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn end_epoch(
+        &mut self,
+        epoch: usize,
+        model: &CtrModel,
+        dataset: &Dataset,
+        batch_size: usize,
+        device: Device,
+        c: &LoopCounters,
+        train_seconds: f64,
+    ) -> Result<(Metrics, bool)> {
+        let started = std::time::Instant::now();
+        let Some(m) = evaluate_split(model, dataset, Split::Valid, batch_size, device)? else {
+            bail!(
+                "training.early_stopping: the data has no validation rows to watch (prepare it \
+                 with a validation split, e.g. data.split: {{valid: 0.1, test: 0.1}})"
+            );
+        };
+        let value = match self.cfg.metric {
+            StopMetric::Auc => m.auc,
+            StopMetric::Logloss => m.logloss,
+        };
+        let best_value = f64::from_bits(self.state.best_value_bits);
+        let improved =
+            self.state.best_epoch.is_none() || self.cfg.metric.improves(value, best_value);
+        if improved {
+            self.keep(model, epoch)?;
+            self.state.best_value_bits = value.to_bits();
+        }
+        let eval_seconds = started.elapsed().as_secs_f64();
+        self.state.eval_seconds += eval_seconds;
+        self.state.last_epoch = Some(epoch);
+        let train_loss = if c.epoch_steps > 0 && epoch > 0 {
+            format!("{:.6}", c.epoch_loss / c.epoch_steps as f64)
+        } else {
+            String::new()
+        };
+        self.log.write_record([
+            epoch.to_string(),
+            c.step.to_string(),
+            c.samples.to_string(),
+            train_loss,
+            format!("{:.6}", m.auc),
+            format!("{:.6}", m.logloss),
+            improved.to_string(),
+            format!("{train_seconds:.3}"),
+            format!("{eval_seconds:.3}"),
+        ])?;
+        self.log.flush()?;
+        let best = self.state.best_epoch.unwrap_or(epoch);
+        Ok((m, epoch - best >= self.cfg.patience))
+    }
+
+    /// A copy of every variable of `model` as the best epoch's.
+    fn keep(&mut self, model: &CtrModel, epoch: usize) -> Result<()> {
+        let mut vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let copies = tch::no_grad(|| {
+            vars.into_iter()
+                .map(|(n, t)| (n, t.detach().copy()))
+                .collect()
+        });
+        self.best = Some(copies);
+        self.state.best_epoch = Some(epoch);
+        Ok(())
+    }
+
+    /// Puts the best epoch's weights back into `model`.
+    pub fn restore_best(&self, model: &CtrModel) -> Result<()> {
+        let Some(best) = &self.best else {
+            return Ok(());
+        };
+        let vars = model.vs.variables();
+        tch::no_grad(|| -> Result<()> {
+            for (name, saved) in best {
+                let Some(var) = vars.get(name) else {
+                    bail!("the best weights have a variable {name} the model lacks");
+                };
+                let mut var = var.shallow_clone();
+                var.f_copy_(saved)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes what a checkpoint needs beyond `state`: `epochs.csv` so far and the best weights.
+    pub fn write_checkpoint(&self, run_dir: &Path, dir: &Path) -> Result<()> {
+        std::fs::copy(run_dir.join(EPOCHS_LOG), dir.join(EPOCHS_LOG))?;
+        if let Some(best) = &self.best {
+            let named: Vec<(&str, &Tensor)> = best.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            Tensor::write_safetensors(&named, dir.join(BEST_WEIGHTS))
+                .context("cannot save the best weights into the checkpoint")?;
+        }
+        Ok(())
+    }
+
+    pub fn outcome(&self) -> StopOutcome {
+        StopOutcome {
+            best_epoch: self.state.best_epoch,
+            epochs_run: self.state.last_epoch.unwrap_or(0),
+            stopped_early: self.stopped,
+        }
+    }
+}
