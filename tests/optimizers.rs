@@ -610,7 +610,7 @@ fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
     // step 1, as train_step does it, keeping the gradients before the update
     let batch = common::batch(6, 2, &CARDS, 21);
     let (dense_x, labels, index) =
-        mlet::training::batch_tensors(&batch, &model.embeddings, Device::Cpu).unwrap();
+        mlet::training::batch_tensors(&batch, &model, Device::Cpu).unwrap();
     let forward = model.forward(&dense_x, &index, true);
     let loss = forward.logits.binary_cross_entropy_with_logits::<Tensor>(
         &labels,
@@ -622,7 +622,7 @@ fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
     loss.backward();
     let table = &model.embeddings.table;
     let table0 = table.copy();
-    let rows = Vec::<i64>::try_from(&index.unique).unwrap();
+    let rows = Vec::<i64>::try_from(&index.embedding.unique).unwrap();
     assert!((rows.len() as i64) < total, "the batch must leave rows out");
     let row_grad = to_f64(&forward.lookups[0].rows.grad());
     let dense: Vec<(String, Tensor, Vec<f64>, Vec<f64>)> = {
@@ -641,7 +641,7 @@ fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
             .collect()
     };
     assert!(!dense.is_empty());
-    opt.step(&SparseGrad::of_model(&model, &forward.lookups), &index);
+    opt.step(&SparseGrad::of_model(&model, &forward.lookups));
 
     let close = |got: f64, want: f64, what: &str| {
         assert!(
@@ -711,7 +711,7 @@ fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
         .map(|(n, t)| (n, t.copy()))
         .collect();
     let index2 = step_once(&model, &mut opt, 22);
-    let rows2 = Vec::<i64>::try_from(&index2.unique).unwrap();
+    let rows2 = Vec::<i64>::try_from(&index2.embedding.unique).unwrap();
     let stale: Vec<i64> = rows
         .iter()
         .copied()
