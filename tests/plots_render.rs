@@ -299,7 +299,7 @@ fn spectrum(run: &str, sets: usize, dim: usize) -> mlet::analysis::spectrum::Run
         // singular values summing to ia (σ₁ = 1)
         let mut sv = vec![1.0];
         let rest = (ia - 1.0) / (width - 1) as f64;
-        sv.extend(std::iter::repeat(rest).take(width - 1));
+        sv.extend(std::iter::repeat_n(rest, width - 1));
         FieldSpectrum::from_values(&name, f, set, (cards[f], width), sv)
     };
     let fields = (0..cards.len())

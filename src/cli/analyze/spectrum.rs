@@ -91,13 +91,13 @@ pub fn run(args: SpectrumArgs, quiet: bool) -> Result<()> {
     }
     for key in &set_tables {
         if !spectra.iter().any(|s| s.find_field(key).is_ok()) {
-            let err = spectra[0]
-                .find_field(key)
-                .expect_err("not in the first run");
-            if spectra.iter().all(|s| s.sets < 2) {
-                bail!("--fields: `{key}` names one embedding set's table, and no run given has several sets ({err:#})");
+            match spectra.iter().find(|s| s.sets > 1) {
+                None => bail!(
+                    "--fields: `{key}` names one embedding set's table, and no run given has \
+                     several sets"
+                ),
+                Some(s) => return Err(s.find_field(key).expect_err("not in any run")),
             }
-            bail!("--fields: no run has the table `{key}` ({err:#})");
         }
         fields.push(key.clone());
     }
