@@ -215,12 +215,14 @@ fn cli_end_to_end_on_trained_runs() {
         let mut lines = text.lines();
         assert_eq!(
             lines.next(),
-            Some("field,cardinality,dim,effective_rank,information_abundance")
+            Some("field,cardinality,dim,effective_rank,information_abundance,set")
         );
         let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
         assert_eq!(rows.len(), s.fields.len());
         for (row, f) in rows.iter().zip(&s.fields) {
             assert_eq!(row[0], f.field);
+            // one set: every row is a field's whole (only) table
+            assert_eq!(row[5], "all");
             assert_eq!(row[1].parse::<usize>().unwrap(), f.cardinality);
             assert_eq!(row[3].parse::<usize>().unwrap(), f.effective_rank);
             // serde_json's default float parsing may differ from the text in the last bit

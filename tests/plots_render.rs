@@ -290,3 +290,117 @@ fn cli_plot_writes_figures_and_curves() {
     // Neither a table nor curves: a usage error from clap.
     assert!(Cli::try_parse_from(["plot"]).is_err());
 }
+
+/// A run's spectrum with made-up information abundances: `sets` sets of d = 4, fields C1..C5 of
+/// cardinalities 50, 10, 400, 10, 7 (so sorted by cardinality: C5, C2, C4, C1, C3).
+fn spectrum(run: &str, sets: usize, dim: usize) -> mlet::analysis::spectrum::RunSpectrum {
+    use mlet::analysis::spectrum::{FieldSpectrum, RunSpectrum};
+    let cards = [50usize, 10, 400, 10, 7];
+    let table = |name: String, f: usize, set: Option<usize>, width: usize, ia: f64| {
+        // singular values summing to ia (σ₁ = 1)
+        let mut sv = vec![1.0];
+        let rest = (ia - 1.0) / (width - 1) as f64;
+        sv.extend(std::iter::repeat_n(rest, width - 1));
+        FieldSpectrum::from_values(&name, f, set, (cards[f], width), sv)
+    };
+    let fields = (0..cards.len())
+        .map(|f| table(format!("C{}", f + 1), f, None, sets * dim, 1.5 + f as f64))
+        .collect();
+    let per_set = if sets > 1 {
+        (0..sets)
+            .flat_map(|m| {
+                (0..cards.len()).map(move |f| {
+                    table(
+                        format!("set{m}.C{}", f + 1),
+                        f,
+                        Some(m),
+                        dim,
+                        1.2 + 0.3 * m as f64 + 0.1 * f as f64,
+                    )
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    RunSpectrum {
+        run: run.into(),
+        dir: PathBuf::from(format!("runs/x/{run}")),
+        model: "dcnv2".into(),
+        embedding: "single".into(),
+        k: None,
+        dim,
+        sets,
+        rank_threshold: 0.01,
+        fields,
+        per_set,
+    }
+}
+
+#[test]
+fn spectrum_single_vs_multi_embedding_renders() {
+    use mlet::plots::spectrum::{plot_information_abundance, plot_set_information_abundance};
+    let dir = tempfile::tempdir().unwrap();
+    let se = spectrum("se-d12", 1, 12);
+    let me = spectrum("me-3x4", 3, 4);
+
+    // paper 004 §5(a): one line per run, the ME run's whole-field abundance
+    let stem = dir.path().join("ia");
+    let paths = plot_information_abundance(&[se.clone(), me.clone()], &stem, "SE vs ME").unwrap();
+    check_pair(&paths, &stem);
+    let svg = std::fs::read_to_string(&paths[1]).unwrap();
+    let texts = svg_texts(&svg);
+    let has = |t: &str| texts.iter().any(|x| x == t);
+    assert!(has("SE vs ME"), "{texts:?}");
+    assert!(has("se-d12 (single, d=12)"), "{texts:?}");
+    assert!(has("me-3x4 (ME 3x4)"), "{texts:?}");
+    assert!(
+        has("field, sorted by cardinality (1 = fewest rows)"),
+        "{texts:?}"
+    );
+    // the plain run is the black-square baseline (5 fields + legend), the ME run blue circles
+    assert_eq!(markers(&svg, "rect", "#000000"), 5 + 1);
+    assert_eq!(markers(&svg, "circle", "#1F77B4"), 5 + 1);
+
+    // paper 004 §5(b): one line per set, in set order
+    let stem = dir.path().join("ia_sets");
+    let paths = plot_set_information_abundance(&me, &stem, "sets of me-3x4").unwrap();
+    check_pair(&paths, &stem);
+    let svg = std::fs::read_to_string(&paths[1]).unwrap();
+    let texts = svg_texts(&svg);
+    let legend: Vec<&str> = texts
+        .iter()
+        .map(String::as_str)
+        .filter(|t| t.starts_with("set "))
+        .collect();
+    assert_eq!(legend, ["set 0", "set 1", "set 2"], "{texts:?}");
+    assert!(texts.iter().any(|t| t.contains("n x 4 table")), "{texts:?}");
+    assert_eq!(markers(&svg, "circle", "#1F77B4"), 5 + 1);
+    assert_eq!(markers(&svg, "polygon", "#FF7F0E"), 5 + 1);
+    // a single-embedding run has no sets to draw
+    let err = plot_set_information_abundance(&se, &stem, "x").unwrap_err();
+    assert!(format!("{err:#}").contains("multi-embedding"), "{err:#}");
+    // the ME run alone also draws the per-field figure
+    check_pair(
+        &plot_information_abundance(&[me], &dir.path().join("ia_me"), "ME").unwrap(),
+        &dir.path().join("ia_me"),
+    );
+}
+
+#[test]
+fn set_fields_sorted_by_cardinality() {
+    let me = spectrum("me", 2, 4);
+    let set1 = me.set_fields(1);
+    assert_eq!(set1.len(), 5);
+    assert!(set1.iter().all(|f| f.set == Some(1) && f.dim == 4));
+    assert!(me.set_fields(2).is_empty());
+    // one set: set 0 is the whole fields
+    let se = spectrum("se", 1, 8);
+    assert_eq!(se.set_fields(0).len(), 5);
+    assert!(se.set_fields(1).is_empty());
+    let ia = me.find_field("set1.C3").unwrap().information_abundance;
+    assert!((ia - 1.7).abs() < 1e-12, "{ia}");
+    assert_eq!(me.find_field("C3").unwrap().dim, 8);
+    let err = se.find_field("set1.C3").unwrap_err().to_string();
+    assert!(err.contains("set1.C3"), "{err}");
+}

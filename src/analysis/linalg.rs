@@ -92,6 +92,54 @@ pub fn truncate_in_place(table: &Tensor, rank: usize) -> f64 {
     }
 }
 
+/// `AᵀA` of the tables side by side, `A = [T_0 | T_1 | … | T_{M-1}]` (each `[n, d_m]`, the same
+/// n; a field's embedding sets under multi-embedding): the `Σd_m x Σd_m` block matrix whose block
+/// `(a, b)` is `T_aᵀ T_b`, in f64 on the CPU. Accumulated over row chunks like `gram`: only one
+/// chunk of the concatenation (`chunk x Σd_m`) is ever formed, never `A` itself.
+pub fn gram_side_by_side(tables: &[Tensor]) -> Tensor {
+    assert!(!tables.is_empty(), "at least one table");
+    let shapes: Vec<(i64, i64)> = tables
+        .iter()
+        .map(|t| t.size2().expect("a table is two-dimensional"))
+        .collect();
+    let n = shapes[0].0;
+    assert!(
+        shapes.iter().all(|&(rows, _)| rows == n),
+        "tables side by side need the same rows: {shapes:?}"
+    );
+    let width: i64 = shapes.iter().map(|&(_, d)| d).sum();
+    tch::no_grad(|| {
+        let mut g = Tensor::zeros([width, width], (Kind::Double, Device::Cpu));
+        let mut start = 0;
+        while start < n {
+            let len = CHUNK_ROWS.min(n - start);
+            let parts: Vec<Tensor> = tables
+                .iter()
+                .map(|t| {
+                    t.narrow(0, start, len)
+                        .to_device(Device::Cpu)
+                        .to_kind(Kind::Double)
+                })
+                .collect();
+            let chunk = Tensor::cat(&parts, 1);
+            g += chunk.tr().matmul(&chunk);
+            start += len;
+        }
+        g
+    })
+}
+
+/// Singular values (descending, clamped at 0) of any matrix `A` from its Gram matrix `AᵀA`
+/// (symmetric, f64).
+pub fn singular_values_of_gram(gram: &Tensor) -> Vec<f64> {
+    let eigenvalues = gram.linalg_eigvalsh("L").flip([0]);
+    Vec::<f64>::try_from(&eigenvalues)
+        .expect("f64 eigenvalues")
+        .into_iter()
+        .map(|l| l.max(0.0).sqrt())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,20 +1,21 @@
 //! Figures of table spectra (`mlet analyze spectrum`): information abundance per field (paper 004
-//! Fig. 2) and normalised singular value curves, one line per run.
+//! Fig. 2; with single- and multi-embedding runs, paper 004 §5(a)), information abundance of each
+//! embedding set of a multi-embedding run (paper 004 §5(b)) and normalised singular value curves.
 use anyhow::{bail, Context, Result};
 use plotters::style::BLACK;
 use std::path::{Path, PathBuf};
 
 use super::chart::{render, ChartSpec, Marker, Series, Shape, XAxis, MARKERS, PALETTE};
-use crate::analysis::spectrum::RunSpectrum;
+use crate::analysis::spectrum::{FieldSpectrum, RunSpectrum};
 
-/// The first single-layer run is drawn as the other figures draw the baseline (black, squares);
-/// every other run takes the palette in order; single-layer runs are dashed.
+/// The first plain run (single-layer, one embedding set) is drawn as the other figures draw the
+/// baseline (black, squares); every other run takes the palette in order; plain runs are dashed.
 fn styles(runs: &[RunSpectrum]) -> Vec<(plotters::style::RGBColor, bool, Marker)> {
     let mut i = 0;
     let mut black_taken = false;
     runs.iter()
         .map(|r| {
-            let single = r.k.is_none();
+            let single = r.is_baseline();
             if single && !black_taken {
                 black_taken = true;
                 (BLACK, true, Marker::Square)
@@ -30,9 +31,27 @@ fn styles(runs: &[RunSpectrum]) -> Vec<(plotters::style::RGBColor, bool, Marker)
         .collect()
 }
 
+/// `(position, information abundance)` of `fields` (one table per field), the position being the
+/// field's place when they are sorted by cardinality (1 = fewest rows; ties by field order).
+fn by_cardinality(fields: &[&FieldSpectrum]) -> Vec<(f64, f64, f64)> {
+    let mut fields = fields.to_vec();
+    fields.sort_by(|a, b| {
+        a.cardinality
+            .cmp(&b.cardinality)
+            .then(a.index.cmp(&b.index))
+    });
+    fields
+        .iter()
+        .enumerate()
+        .map(|(pos, f)| ((pos + 1) as f64, f.information_abundance, 0.0))
+        .collect()
+}
+
 /// Information abundance of every field against the field's position when the run's fields are
-/// sorted by cardinality (1 = fewest rows; ties by table order), one line per run. Writes
-/// `<out_stem>.png` and `.svg`; returns both.
+/// sorted by cardinality (1 = fewest rows; ties by table order), one line per run. A
+/// multi-embedding run's line is its fields' whole embeddings (the M sets side by side, `n x M·d`),
+/// so single-embedding runs of width M·d and multi-embedding runs of M sets of d draw paper 004
+/// §5(a). Writes `<out_stem>.png` and `.svg`; returns both.
 pub fn plot_information_abundance(
     runs: &[RunSpectrum],
     out_stem: &Path,
@@ -44,26 +63,12 @@ pub fn plot_information_abundance(
     let series = runs
         .iter()
         .zip(styles(runs))
-        .map(|(r, (color, dashed, marker))| {
-            let mut fields: Vec<_> = r.fields.iter().collect();
-            fields.sort_by(|a, b| {
-                a.cardinality
-                    .cmp(&b.cardinality)
-                    .then(a.index.cmp(&b.index))
-            });
-            Series {
-                label: r.label(),
-                color,
-                dashed,
-                marker,
-                shape: Shape::Line(
-                    fields
-                        .iter()
-                        .enumerate()
-                        .map(|(pos, f)| ((pos + 1) as f64, f.information_abundance, 0.0))
-                        .collect(),
-                ),
-            }
+        .map(|(r, (color, dashed, marker))| Series {
+            label: r.label(),
+            color,
+            dashed,
+            marker,
+            shape: Shape::Line(by_cardinality(&r.fields.iter().collect::<Vec<_>>())),
         })
         .collect();
     let spec = ChartSpec {
@@ -76,7 +81,43 @@ pub fn plot_information_abundance(
     render(&spec, out_stem).context("information abundance per field")
 }
 
-/// σ_i / σ_1 against i for the field named `field`, one line per run that has it (a zero table,
+/// Information abundance of each embedding set's table of every field of the multi-embedding run
+/// `run`, against the field's position when sorted by cardinality, one line per set (paper 004
+/// §5(b)). Writes `<out_stem>.png` and `.svg`; returns both. An error for a run of one set.
+pub fn plot_set_information_abundance(
+    run: &RunSpectrum,
+    out_stem: &Path,
+    title: &str,
+) -> Result<Vec<PathBuf>> {
+    if run.sets < 2 {
+        bail!(
+            "{}: information abundance per embedding set needs a multi-embedding run (embedding.sets \
+             >= 2), this one has {} set",
+            run.dir.display(),
+            run.sets
+        );
+    }
+    let series = (0..run.sets)
+        .map(|m| Series {
+            label: format!("set {m}"),
+            color: PALETTE[m % PALETTE.len()],
+            dashed: false,
+            marker: MARKERS[m % MARKERS.len()],
+            shape: Shape::Line(by_cardinality(&run.set_fields(m))),
+        })
+        .collect();
+    let spec = ChartSpec {
+        title: title.to_string(),
+        x_label: "field, sorted by cardinality (1 = fewest rows)".into(),
+        y_label: format!("information abundance of the set's n x {} table", run.dim),
+        x_axis: XAxis::Linear,
+        series,
+    };
+    render(&spec, out_stem).context("information abundance per embedding set")
+}
+
+/// σ_i / σ_1 against i for the table named `field` (a field's whole embedding, or `set{m}.{field}`
+/// for one set's table), one line per run that has it (a zero table,
 /// which has no σ_1 to divide by, is left out). Writes `<out_stem>.png` and `.svg`.
 pub fn plot_singular_values(
     runs: &[RunSpectrum],
@@ -86,7 +127,7 @@ pub fn plot_singular_values(
 ) -> Result<Vec<PathBuf>> {
     let mut series = Vec::new();
     for (r, (color, dashed, marker)) in runs.iter().zip(styles(runs)) {
-        let Some(f) = r.fields.iter().find(|f| f.field == field) else {
+        let Some(f) = r.fields.iter().chain(&r.per_set).find(|f| f.field == field) else {
             continue;
         };
         let curve = f.normalised();
