@@ -237,8 +237,8 @@ pub fn quantize_analysis(run: &mut AnalysisRun) -> Result<QuantizeReport> {
     let emb = &run.run.model.embeddings;
     let quantized = QuantizedTables::of(emb)?;
     let dequantized = quantized.dequantized(emb);
-    let fields: Vec<FieldQuantization> = run
-        .field_names()
+    let fields: Vec<FieldQuantization> = emb
+        .table_names(run.field_names())
         .iter()
         .zip(emb.cardinalities())
         .zip(&quantized.choices)

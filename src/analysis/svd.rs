@@ -120,7 +120,8 @@ pub fn svd_analysis(run: &mut AnalysisRun, ranks: &[usize]) -> Result<SvdReport>
     Ok(SvdReport {
         run: run.run.dir.clone(),
         dim,
-        fields: run.field_names().to_vec(),
+        // one per table: `set{m}.{field}` under multi-embedding
+        fields: run.run.model.embeddings.table_names(run.field_names()),
         rows,
     })
 }
