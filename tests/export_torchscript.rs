@@ -8,7 +8,7 @@ use tch::{CModule, Device, Kind, Tensor};
 
 use mlet::analysis::quantize::QuantizedTables;
 use mlet::analysis::AnalysisRun;
-use mlet::data::{Batch, Dataset, Split};
+use mlet::data::{Dataset, Split};
 use mlet::export::{export_run, export_run_as, load_run, schema_path, Precision};
 use mlet::training::predict;
 
@@ -36,30 +36,6 @@ runs:
         out = dir.join("runs").display()
     );
     common::train_experiment(&text)
-}
-
-/// Click probabilities of `module` in Python's `torch.jit.load` on `(dense, cat)`.
-fn python_predict(dir: &Path, name: &str, module: &Path, dense: &Tensor, cat: &Tensor) -> Vec<f32> {
-    let inputs = dir.join(format!("{name}-x.npz"));
-    Tensor::write_npz(&[("dense", dense), ("cat", cat)], &inputs).unwrap();
-    let y = dir.join(format!("{name}-y.npy"));
-    let script = format!(
-        "import numpy as np, torch\nx = np.load('{}')\nm = torch.jit.load('{}')\n\
-         np.save('{}', m(torch.from_numpy(x['dense']), torch.from_numpy(x['cat'])).detach().numpy())",
-        inputs.display(),
-        module.display(),
-        y.display()
-    );
-    let py = Command::new(common::python())
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    Vec::<f32>::try_from(&Tensor::read_npy(&y).unwrap()).unwrap()
 }
 
 /// `--quantize int8`: the module predicts what the in-process model with the quantised tables
@@ -94,7 +70,7 @@ fn check_int8_export(dir: &Path, run: &Path, name: &str, fp32_module: &Path, n: 
     assert!(common::max_abs_diff(&probs(&analysis), &expected) > 0.0);
 
     let module = CModule::load(&out).unwrap();
-    let (dense, cat) = test_rows(analysis.dataset.as_ref().unwrap().dir(), n);
+    let (dense, cat) = common::test_rows(analysis.dataset.as_ref().unwrap().dir(), n);
     for size in [n as i64, 7] {
         let p = module
             .forward_ts(&[dense.narrow(0, 0, size), cat.narrow(0, 0, size)])
@@ -107,7 +83,7 @@ fn check_int8_export(dir: &Path, run: &Path, name: &str, fp32_module: &Path, n: 
             "{name} int8: CModule at batch {size} differs by {diff}"
         );
     }
-    let p = python_predict(dir, &format!("{name}-int8"), &out, &dense, &cat);
+    let p = common::python_predict(dir, &format!("{name}-int8"), &out, &dense, &cat);
     let diff = common::max_abs_diff(&p, &expected);
     eprintln!("{name} int8: torch.jit.load: max |Δp| = {diff:e}");
     assert!(diff <= 1e-5, "{name} int8: Python differs by {diff}");
@@ -144,19 +120,6 @@ fn check_int8_export(dir: &Path, run: &Path, name: &str, fp32_module: &Path, n: 
     ratio
 }
 
-/// Test rows of the cache, as the module's inputs.
-fn test_rows(cache: &Path, n: usize) -> (Tensor, Tensor) {
-    let data = Dataset::open(cache).unwrap();
-    let split = data.split(Split::Test);
-    let mut batch = Batch::default();
-    split.gather(&(0..n.min(split.len)).collect::<Vec<_>>(), &mut batch);
-    let b = batch.size as i64;
-    (
-        Tensor::from_slice(&batch.dense).view([b, -1]),
-        Tensor::from_slice(&batch.cat).view([b, -1]),
-    )
-}
-
 #[test]
 fn exported_models_predict_what_the_trained_models_predicted() {
     let tmp = tempfile::tempdir().unwrap();
@@ -184,7 +147,7 @@ fn exported_models_predict_what_the_trained_models_predicted() {
 
         // libtorch, at two batch sizes
         let module = CModule::load(&out).unwrap();
-        let (dense, cat) = test_rows(&cache, n);
+        let (dense, cat) = common::test_rows(&cache, n);
         for size in [n as i64, 7] {
             let p = module
                 .forward_ts(&[dense.narrow(0, 0, size), cat.narrow(0, 0, size)])
@@ -217,7 +180,7 @@ fn exported_models_predict_what_the_trained_models_predicted() {
         );
 
         // Python's torch.jit.load
-        let p = python_predict(tmp.path(), &name, &out, &dense, &cat);
+        let p = common::python_predict(tmp.path(), &name, &out, &dense, &cat);
         let diff = common::max_abs_diff(&p, &trained);
         eprintln!("{name}: torch.jit.load: max |Δp| = {diff:e}");
         assert!(diff <= 1e-5, "{name}: Python differs by {diff}");

@@ -1,12 +1,12 @@
 //! Shared by the model-parity tests: runs DeepCTR-Torch 0.3.0 (in the project's Python venv) on
 //! the weights of a Rust model and compares click probabilities.
 #![allow(dead_code)]
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tch::{Device, Kind, Tensor};
 
-use mlet::data::Batch;
+use mlet::data::{Batch, Dataset, Split};
 use mlet::models::CtrModel;
 use mlet::training::batch_tensors;
 
@@ -211,4 +211,47 @@ pub fn check_parity(
             - ours.iter().cloned().fold(f32::MAX, f32::min);
         assert!(spread > 0.05, "{class}: predictions barely vary ({spread})");
     }
+}
+
+/// Click probabilities of `module` in Python's `torch.jit.load` on `(dense, cat)`.
+pub fn python_predict(
+    dir: &Path,
+    name: &str,
+    module: &Path,
+    dense: &Tensor,
+    cat: &Tensor,
+) -> Vec<f32> {
+    let inputs = dir.join(format!("{name}-x.npz"));
+    Tensor::write_npz(&[("dense", dense), ("cat", cat)], &inputs).unwrap();
+    let y = dir.join(format!("{name}-y.npy"));
+    let script = format!(
+        "import numpy as np, torch\nx = np.load('{}')\nm = torch.jit.load('{}')\n\
+         np.save('{}', m(torch.from_numpy(x['dense']), torch.from_numpy(x['cat'])).detach().numpy())",
+        inputs.display(),
+        module.display(),
+        y.display()
+    );
+    let py = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    Vec::<f32>::try_from(&Tensor::read_npy(&y).unwrap()).unwrap()
+}
+
+/// Test rows of the cache, as the module's inputs.
+pub fn test_rows(cache: &Path, n: usize) -> (Tensor, Tensor) {
+    let data = Dataset::open(cache).unwrap();
+    let split = data.split(Split::Test);
+    let mut batch = Batch::default();
+    split.gather(&(0..n.min(split.len)).collect::<Vec<_>>(), &mut batch);
+    let b = batch.size as i64;
+    (
+        Tensor::from_slice(&batch.dense).view([b, -1]),
+        Tensor::from_slice(&batch.cat).view([b, -1]),
+    )
 }
