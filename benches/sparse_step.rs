@@ -1,7 +1,12 @@
 //! Training-step time of DLRM with one huge categorical field: 10^4 vs 10^7 rows, single-layer
 //! and MLET. With sparse embedding updates the step time must not grow with the table size.
+//! Then the multi-embedding part (`multi_embedding/mod.rs`): DCNv2 and DNN with M = 1, 2, 4, 10
+//! embedding sets against single embedding of the same total size.
 //!
 //! `make bench` (or `cargo bench --bench sparse_step`); prints the median of several timed steps.
+//! Arguments after `--`: `dlrm` or `multi` (only that part), `--batch N`, `--warmup N`,
+//! `--steps N`, `--threads N` (of the multi-embedding part), `--csv PATH` (its CSV).
+use std::path::PathBuf;
 use std::time::Instant;
 use tch::Device;
 
@@ -12,11 +17,15 @@ use mlet::data::Batch;
 use mlet::models::{CtrModel, InputShape};
 use mlet::training::{train_step, Optimizer};
 
+mod multi_embedding;
+
 const BATCH: usize = 128;
 const STEPS: usize = 60;
 const WARMUP: usize = 10;
 
-fn batch(step: usize, cards: &[usize]) -> Batch {
+/// Batch `step` of a fixed synthetic stream: 13 dense features, one id per field of
+/// cardinalities `cards`, about a quarter positive labels.
+fn synthetic_batch(step: usize, size: usize, cards: &[usize]) -> Batch {
     // a cheap deterministic pseudo-random stream (no timing noise from an RNG crate)
     let mut x = (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut next = move || {
@@ -26,10 +35,10 @@ fn batch(step: usize, cards: &[usize]) -> Batch {
         x
     };
     let mut b = Batch {
-        size: BATCH,
+        size,
         ..Default::default()
     };
-    for _ in 0..BATCH {
+    for _ in 0..size {
         b.dense
             .extend((0..13).map(|_| (next() % 100) as f32 / 50.0));
         b.cat
@@ -73,7 +82,7 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
     );
     let mut times = Vec::new();
     for step in 0..WARMUP + STEPS {
-        let b = batch(step, &cards);
+        let b = synthetic_batch(step, BATCH, &cards);
         let start = Instant::now();
         train_step(
             &model,
@@ -92,7 +101,7 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
     times[times.len() / 2]
 }
 
-fn main() {
+fn dlrm() {
     println!("DLRM step, batch {BATCH}, d = 16, 26 fields, median of {STEPS} steps");
     println!(
         "{:<8} {:>12} {:>12} {:>8}",
@@ -108,5 +117,46 @@ fn main() {
             "{name:<8} {small:>10.2}ms {big:>10.2}ms {:>8.2}",
             big / small
         );
+    }
+}
+
+fn main() {
+    // multi-embedding defaults: paper 004 trains with batch 2048; 512 keeps `make bench` near 10
+    // minutes on 2 cores (DCNv2 with one d = 100 embedding takes ~2 s of CPU per 512 examples)
+    let mut me = multi_embedding::Settings {
+        batch: 512,
+        warmup: 3,
+        steps: 10,
+        threads: 1,
+        csv: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/multi_embedding.csv"),
+    };
+    let (mut only_dlrm, mut only_multi) = (false, false);
+    let mut args = std::env::args().skip(1);
+    let number = |v: Option<String>, flag: &str| -> usize {
+        v.and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{flag} takes a positive number"))
+    };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            // cargo bench passes --bench to harness-less benches
+            "--bench" => {}
+            "dlrm" => only_dlrm = true,
+            "multi" => only_multi = true,
+            "--batch" => me.batch = number(args.next(), "--batch"),
+            "--warmup" => me.warmup = number(args.next(), "--warmup"),
+            "--steps" => me.steps = number(args.next(), "--steps").max(1),
+            "--threads" => me.threads = number(args.next(), "--threads").max(1),
+            "--csv" => me.csv = args.next().expect("--csv takes a path").into(),
+            other => panic!(
+                "unknown argument {other:?} (dlrm, multi, --batch N, --warmup N, --steps N, \
+                 --threads N, --csv PATH)"
+            ),
+        }
+    }
+    if !only_multi {
+        dlrm();
+    }
+    if !only_dlrm {
+        multi_embedding::run(&me);
     }
 }
