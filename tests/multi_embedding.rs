@@ -124,6 +124,40 @@ fn sets_are_independent_tables_of_one_fused_table() {
     }
 }
 
+/// Hashing composes with sets: a hashed field's M tables all have the bucket count, and the
+/// export path (ids reduced in tensor ops, out-of-vocabulary ids to row 0) reads what the
+/// training path reads.
+#[test]
+fn hashed_fields_have_buckets_in_every_set() {
+    let _rng = rng_lock();
+    tch::manual_seed(4);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let hashed = [mlet::embedding::HashedField {
+        index: 3,
+        name: "C4".into(),
+        buckets: 9,
+    }];
+    let emb = Embeddings::hashed(
+        &vs.root(),
+        &CARDS,
+        &hashed,
+        &embedding(EmbeddingKind::Mlet, 2),
+    )
+    .unwrap();
+    let f = CARDS.len();
+    assert_eq!(emb.cardinalities()[3], 9);
+    assert_eq!(emb.cardinalities()[f + 3], 9);
+    assert_eq!(emb.cardinalities()[f + 1], CARDS[1] as i64);
+    let batch = common::batch(30, 0, &CARDS, 2);
+    let via_index = emb
+        .lookup(&emb.index(&batch.cat, Device::Cpu).unwrap())
+        .output;
+    let local = Tensor::from_slice(&batch.cat).view([30, f as i64]);
+    assert!(emb
+        .forward_local(&local)
+        .allclose(&via_index, 1e-6, 1e-6, false));
+}
+
 /// One Adam step on an ME model changes, in every set's tables, exactly the rows the batch
 /// looked up (rows outside the batch keep their values); the linear part of xDeepFM, which has
 /// one set, is indexed by its own lookup and updated too.
