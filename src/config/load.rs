@@ -440,7 +440,7 @@ embedding: {dim: 8}
         .replace("model: {kind: dlrm}", "model: {kind: dlrm, bottom_mlp: [4]}");
         let runs = parse_runs(&text).unwrap();
         assert!(
-            matches!(&runs[0].config.model, crate::config::ModelConfig::Dlrm { bottom_mlp, top_mlp } if bottom_mlp == &[4] && top_mlp == &[8])
+            matches!(&runs[0].config.model, crate::config::ModelConfig::Dlrm(c) if c.bottom_mlp == [4] && c.top_mlp == [8])
         );
         assert_eq!(runs[1].config.model.name(), "wdl");
     }
