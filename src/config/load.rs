@@ -308,6 +308,25 @@ embedding: {dim: 8}
     }
 
     #[test]
+    fn model_settings_errors_name_their_key() {
+        let bad = |model: &str| {
+            let text = BASE.replace("model: {kind: dlrm}", model);
+            format!("{:#}", parse_runs(&text).unwrap_err())
+        };
+        let msg = bad("model: {kind: dcn, cross_parameterization: diagonal}");
+        assert!(
+            msg.contains("model") && msg.contains("cross_parameterization: `vector` or `matrix`"),
+            "{msg}"
+        );
+        let msg = bad("model: {kind: deepfm, use_fn: true}");
+        assert!(msg.contains("model") && msg.contains("use_fn"), "{msg}");
+        let msg = bad("model: {kind: nfm, dnn_dropout: 1.5}");
+        assert!(msg.contains("model.dnn_dropout: a dropout rate"), "{msg}");
+        let msg = bad("model: {kind: dcn, l2: {interaction: -1}}");
+        assert!(msg.contains("model.l2.interaction"), "{msg}");
+    }
+
+    #[test]
     fn wrong_type_is_named_with_its_path() {
         let err = parse_runs(&format!("{BASE}training: {{batch_size: many}}\n")).unwrap_err();
         let msg = format!("{err:#}");

@@ -556,6 +556,55 @@ mod tests {
     }
 
     #[test]
+    fn deepctr_defaults_are_deepctr_torchs_and_absent_keys_take_them() {
+        let x: XdeepfmConfig = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(x, XdeepfmConfig::default());
+        assert_eq!(
+            (x.dnn_hidden_units, x.cin_layer_size, x.cin_split_half),
+            (vec![256, 256], vec![256, 128], true)
+        );
+        let d: DcnConfig = serde_yaml::from_str("cross_parameterization: matrix").unwrap();
+        assert_eq!(d.cross_parameterization, CrossParameterization::Matrix);
+        assert_eq!((d.cross_num, d.dnn_hidden_units), (2, vec![128, 128]));
+        assert_eq!(d.l2, L2Config::default());
+        let a: AutointConfig = serde_yaml::from_str("l2: {dnn: 0.5}").unwrap();
+        assert_eq!((a.att_layer_num, a.att_head_num, a.l2.dnn), (3, 2, 0.5));
+        assert_eq!(a.l2.embedding, 1e-5);
+        assert_eq!(DlrmConfig::default().bottom_mlp, [512, 256, 128]);
+        assert_eq!(NfmConfig::default().dnn_hidden_units, [128, 128]);
+        assert!(DeepfmConfig::default().use_fm);
+        assert_eq!(WdlConfig::default().dnn_hidden_units, [256, 128]);
+        // the written form is the one read
+        let text = serde_yaml::to_string(&DcnConfig::default()).unwrap();
+        assert!(text.contains("cross_parameterization: vector"), "{text}");
+        assert_eq!(
+            serde_yaml::from_str::<DcnConfig>(&text).unwrap(),
+            DcnConfig::default()
+        );
+    }
+
+    #[test]
+    fn bad_deepctr_settings_name_their_key() {
+        let err =
+            serde_yaml::from_str::<DcnConfig>("cross_parameterization: diagonal").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cross_parameterization: `vector` or `matrix` (got `diagonal`)"),
+            "{err}"
+        );
+        let err = serde_yaml::from_str::<WdlConfig>("dnn_hidden_unit: [4]").unwrap_err();
+        assert!(err.to_string().contains("dnn_hidden_unit"), "{err}");
+        let x: XdeepfmConfig = serde_yaml::from_str("cin_layer_size: [3, 4]").unwrap();
+        assert!(x.validate().unwrap_err().contains("model.cin_layer_size"));
+        let n: NfmConfig = serde_yaml::from_str("bi_dropout: 1.0").unwrap();
+        assert!(n.validate().unwrap_err().contains("model.bi_dropout"));
+        let w: WdlConfig = serde_yaml::from_str("dnn_hidden_units: []\nl2: {linear: -1}").unwrap();
+        assert!(w.validate().unwrap_err().contains("model.l2.linear"));
+        let d: DlrmConfig = serde_yaml::from_str("top_mlp: [0]").unwrap();
+        assert!(d.validate().unwrap_err().contains("model.top_mlp"));
+    }
+
+    #[test]
     fn bad_settings_name_their_key() {
         let err = serde_yaml::from_str::<DnnConfig>("mlp: {hidden_unit: [4]}").unwrap_err();
         assert!(err.to_string().contains("hidden_unit"), "{err}");
