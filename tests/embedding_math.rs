@@ -86,7 +86,7 @@ fn collapsed_model_predicts_what_the_trained_mlet_model_predicts() {
     let batch = random_batch(500, 4, &cards, 999);
     let predict = |m: &CtrModel| {
         tch::no_grad(|| {
-            let (dense, _, index) = batch_tensors(&batch, &m, Device::Cpu).unwrap();
+            let (dense, _, index) = batch_tensors(&batch, m, Device::Cpu).unwrap();
             m.forward(&dense, &index, false).logits
         })
     };

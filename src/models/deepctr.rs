@@ -67,7 +67,7 @@ pub enum Interaction<'a> {
     Fm,
     /// NFM: bi-interaction pooling of the embeddings, with dropout, replaces the flattened
     /// embeddings in the DNN input.
-    BiInteraction { dropout: f64 },
+    BiPooling { dropout: f64 },
     /// xDeepFM: `cin_linear(CIN(embeddings))` added to the logit (none with no CIN layers);
     /// `l2` (DeepCTR's `l2_reg_cin`) penalises the convolution weights, not `cin_linear`.
     Cin {
@@ -96,7 +96,7 @@ pub enum Interaction<'a> {
 enum Built {
     None,
     Fm,
-    BiInteraction {
+    BiPooling {
         dropout: f64,
     },
     /// One CIN per embedding set (set 0 under `cin`, set m under `cin_set{m}`) and `cin_linear`.
@@ -214,7 +214,7 @@ impl DeepCtrModel {
         let (fields, dim, sets) = (shape.fields, shape.dim, shape.sets);
         let flat = shape.flat_width();
         let dnn_input = match interaction {
-            Interaction::BiInteraction { .. } => dim + shape.num_dense,
+            Interaction::BiPooling { .. } => dim + shape.num_dense,
             _ => flat,
         };
         let stacked = match interaction {
@@ -230,7 +230,7 @@ impl DeepCtrModel {
         let mut built = match interaction {
             Interaction::None => Built::None,
             Interaction::Fm => Built::Fm,
-            Interaction::BiInteraction { dropout } => Built::BiInteraction { dropout },
+            Interaction::BiPooling { dropout } => Built::BiPooling { dropout },
             Interaction::Cin { layer_size: [], .. } => Built::None,
             Interaction::Cin {
                 layer_size,
@@ -324,7 +324,7 @@ impl DeepCtrModel {
     /// The DNN's input from one set's `[B, F, d]` embeddings.
     fn dnn_input(&self, emb: &Tensor, dense: &Tensor, train: bool) -> Tensor {
         match self.interaction {
-            Built::BiInteraction { dropout } => combined_dnn_input(
+            Built::BiPooling { dropout } => combined_dnn_input(
                 &bi_interaction(emb).dropout(dropout, train).unsqueeze(1),
                 dense,
             ),
@@ -465,7 +465,7 @@ impl Network for DeepCtrModel {
                     out.extend(layer.state_dict(&format!("int_layers.{i}.")));
                 }
             }
-            Built::None | Built::Fm | Built::BiInteraction { .. } => {}
+            Built::None | Built::Fm | Built::BiPooling { .. } => {}
         }
         out
     }

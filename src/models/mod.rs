@@ -11,7 +11,7 @@ mod setwise;
 mod wdl;
 mod xdeepfm;
 
-pub use deepctr::{DeepCtrModel, DeepSpec, HeadL2, Interaction};
+pub use deepctr::DeepCtrModel;
 pub use dlrm::Dlrm;
 pub use final_mlp::FinalMlp;
 pub use setwise::SetwiseMlp;

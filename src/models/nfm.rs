@@ -15,7 +15,7 @@ impl DeepCtrModel {
             l2_dnn: cfg.l2.dnn,
             head_l2: HeadL2::Dnn,
         };
-        let interaction = Interaction::BiInteraction {
+        let interaction = Interaction::BiPooling {
             dropout: cfg.bi_dropout,
         };
         DeepCtrModel::new(path, shape, deep, interaction)
