@@ -11,7 +11,8 @@ use std::time::Instant;
 use tch::Device;
 
 use mlet::config::{
-    EmbeddingConfig, EmbeddingKind, LossReduction, ModelConfig, OptimizerConfig, TableInit,
+    DlrmConfig, EmbeddingConfig, EmbeddingKind, LossReduction, ModelConfig, OptimizerConfig,
+    TableInit,
 };
 use mlet::data::Batch;
 use mlet::models::{CtrModel, InputShape};
@@ -68,10 +69,10 @@ fn median_step_ms(big_rows: usize, kind: EmbeddingKind) -> f64 {
         sets: 1,
         hash: None,
     };
-    let model_cfg = ModelConfig::Dlrm {
+    let model_cfg = ModelConfig::Dlrm(DlrmConfig {
         bottom_mlp: vec![512, 256, 128],
         top_mlp: vec![512, 256],
-    };
+    });
     let model = CtrModel::new(&model_cfg, &emb, &shape, Device::Cpu).unwrap();
     let mut opt = Optimizer::new(
         &OptimizerConfig {

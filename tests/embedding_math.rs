@@ -2,7 +2,8 @@
 use tch::{nn, Device, Kind, Tensor};
 
 use mlet::config::{
-    EmbeddingConfig, EmbeddingKind, LossReduction, ModelConfig, OptimizerConfig, TableInit,
+    DlrmConfig, EmbeddingConfig, EmbeddingKind, LossReduction, ModelConfig, OptimizerConfig,
+    TableInit,
 };
 use mlet::data::Batch;
 use mlet::embedding::{Embeddings, LookupIndex};
@@ -57,10 +58,10 @@ fn collapsed_model_predicts_what_the_trained_mlet_model_predicts() {
         cardinalities: cards.clone(),
         hashed: Vec::new(),
     };
-    let model_cfg = ModelConfig::Dlrm {
+    let model_cfg = ModelConfig::Dlrm(DlrmConfig {
         bottom_mlp: vec![16],
         top_mlp: vec![32, 16],
-    };
+    });
     let mut model =
         CtrModel::new(&model_cfg, &mlet_config(8, 32, 0.25), &shape, Device::Cpu).unwrap();
     let mut opt = Optimizer::new(
@@ -85,7 +86,7 @@ fn collapsed_model_predicts_what_the_trained_mlet_model_predicts() {
     let batch = random_batch(500, 4, &cards, 999);
     let predict = |m: &CtrModel| {
         tch::no_grad(|| {
-            let (dense, _, index) = batch_tensors(&batch, &m, Device::Cpu).unwrap();
+            let (dense, _, index) = batch_tensors(&batch, m, Device::Cpu).unwrap();
             m.forward(&dense, &index, false).logits
         })
     };

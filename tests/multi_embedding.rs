@@ -7,8 +7,9 @@ use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
 
 use mlet::config::{
-    Dcnv2Config, DnnConfig, EmbeddingConfig, EmbeddingKind, FinalMlpConfig, IpnnConfig, L2Config,
-    LossReduction, MlpSettings, ModelConfig, NfwfmConfig, OptimizerConfig, OptimizerKind,
+    Dcnv2Config, DlrmConfig, DnnConfig, EmbeddingConfig, EmbeddingKind, FinalMlpConfig, IpnnConfig,
+    L2Config, LossReduction, MlpSettings, ModelConfig, NfwfmConfig, OptimizerConfig, OptimizerKind,
+    XdeepfmConfig,
 };
 use mlet::embedding::Embeddings;
 use mlet::models::CtrModel;
@@ -57,13 +58,13 @@ fn me_models() -> Vec<ModelConfig> {
             fs_hidden_units: vec![8],
             fusion_heads: 2,
         }),
-        ModelConfig::Xdeepfm {
+        ModelConfig::Xdeepfm(XdeepfmConfig {
             dnn_hidden_units: vec![16, 8],
             cin_layer_size: vec![6, 4],
             cin_split_half: true,
             dnn_dropout: 0.0,
             l2: L2Config::default(),
-        },
+        }),
     ]
 }
 
@@ -396,10 +397,10 @@ fn ipnn_matches_deepctr_torch_pnn() {
 /// `embedding.sets` is checked: 0 and models without multi-embedding are errors naming the key.
 #[test]
 fn bad_sets_are_errors_naming_the_key() {
-    let dlrm = ModelConfig::Dlrm {
+    let dlrm = ModelConfig::Dlrm(DlrmConfig {
         bottom_mlp: vec![8],
         top_mlp: vec![8],
-    };
+    });
     let err = CtrModel::new(
         &dlrm,
         &embedding(EmbeddingKind::Single, 2),

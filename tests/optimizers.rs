@@ -11,8 +11,8 @@ use std::process::Command;
 use tch::{nn, Device, Kind, Tensor};
 
 use mlet::config::{
-    EmbeddingConfig, EmbeddingKind, L2Config, LossReduction, ModelConfig, OptimizerConfig,
-    OptimizerKind,
+    DlrmConfig, EmbeddingConfig, EmbeddingKind, L2Config, LossReduction, ModelConfig,
+    OptimizerConfig, OptimizerKind, WdlConfig,
 };
 use mlet::embedding::{Lookup, LookupIndex};
 use mlet::models::{CtrModel, InputShape};
@@ -392,11 +392,11 @@ fn table_adam_matches_torch_sparse_adam() {
 }
 
 fn wdl() -> ModelConfig {
-    ModelConfig::Wdl {
+    ModelConfig::Wdl(WdlConfig {
         dnn_hidden_units: vec![16, 8],
         dnn_dropout: 0.0,
         l2: Default::default(),
-    }
+    })
 }
 
 fn mlet_embedding() -> EmbeddingConfig {
@@ -580,10 +580,10 @@ fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
     // eps = 1e-8 Adam's first step is lr·sign(g), nearly blind to the decay term)
     let (lr, embedding_lr, wd, eps) = (1e-3, 0.02, 0.5, 1e-2);
     let (b1, b2) = (0.9f64, 0.999f64);
-    let dlrm = ModelConfig::Dlrm {
+    let dlrm = ModelConfig::Dlrm(DlrmConfig {
         bottom_mlp: vec![4],
         top_mlp: vec![6],
-    };
+    });
     let emb = EmbeddingConfig {
         kind: EmbeddingKind::Single,
         k: None,

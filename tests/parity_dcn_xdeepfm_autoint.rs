@@ -10,7 +10,10 @@ use std::process::Command;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use mlet::config::{parse_runs, EmbeddingConfig, EmbeddingKind, L2Config, ModelConfig};
+use mlet::config::{
+    parse_runs, AutointConfig, DcnConfig, EmbeddingConfig, EmbeddingKind, L2Config, ModelConfig,
+    XdeepfmConfig,
+};
 use mlet::experiments::{run_all, Outcome};
 use mlet::models::{CtrModel, InputShape};
 use mlet::training::RunOptions;
@@ -23,34 +26,34 @@ fn check(cfg: ModelConfig, class: &str, kwargs: serde_json::Value) {
 }
 
 fn dcn(cross_num: usize, param: &str, hidden: Vec<usize>, l2: L2Config) -> ModelConfig {
-    ModelConfig::Dcn {
+    ModelConfig::Dcn(DcnConfig {
         cross_num,
-        cross_parameterization: param.into(),
+        cross_parameterization: serde_yaml::from_str(param).unwrap(),
         dnn_hidden_units: hidden,
         dnn_dropout: 0.0,
         l2,
-    }
+    })
 }
 
 fn xdeepfm(hidden: Vec<usize>, cin: Vec<usize>, split: bool, l2: L2Config) -> ModelConfig {
-    ModelConfig::Xdeepfm {
+    ModelConfig::Xdeepfm(XdeepfmConfig {
         dnn_hidden_units: hidden,
         cin_layer_size: cin,
         cin_split_half: split,
         dnn_dropout: 0.0,
         l2,
-    }
+    })
 }
 
 fn autoint(layers: usize, heads: usize, res: bool, hidden: Vec<usize>) -> ModelConfig {
-    ModelConfig::Autoint {
+    ModelConfig::Autoint(AutointConfig {
         att_layer_num: layers,
         att_head_num: heads,
         att_res: res,
         dnn_hidden_units: hidden,
         dnn_dropout: 0.0,
         l2: L2Config::default(),
-    }
+    })
 }
 
 #[test]
@@ -205,14 +208,14 @@ fn l2_penalties_match_deepctr_torch_regularization_weights() {
             json!({"dnn_hidden_units": [16, 8], "cin_layer_size": [6, 4], "cin_split_half": false}),
         ),
         (
-            ModelConfig::Autoint {
+            ModelConfig::Autoint(AutointConfig {
                 att_layer_num: 2,
                 att_head_num: 2,
                 att_res: true,
                 dnn_hidden_units: vec![16, 8],
                 dnn_dropout: 0.0,
                 l2: custom_dnn,
-            },
+            }),
             "AutoInt",
             json!({"att_layer_num": 2, "dnn_hidden_units": [16, 8], "l2_reg_dnn": 0.01}),
         ),

@@ -4,7 +4,9 @@ mod common;
 
 use serde_json::json;
 
-use mlet::config::ModelConfig;
+use mlet::config::{
+    AutointConfig, DcnConfig, DeepfmConfig, ModelConfig, NfmConfig, WdlConfig, XdeepfmConfig,
+};
 
 /// The default paths of all six models (seeds: model 7, batch 11).
 fn check(model_cfg: ModelConfig, class: &str, kwargs: serde_json::Value) {
@@ -14,11 +16,11 @@ fn check(model_cfg: ModelConfig, class: &str, kwargs: serde_json::Value) {
 #[test]
 fn wdl_matches_deepctr_torch() {
     check(
-        ModelConfig::Wdl {
+        ModelConfig::Wdl(WdlConfig {
             dnn_hidden_units: vec![16, 8],
             dnn_dropout: 0.0,
             l2: Default::default(),
-        },
+        }),
         "WDL",
         json!({"dnn_hidden_units": [16, 8]}),
     );
@@ -27,12 +29,12 @@ fn wdl_matches_deepctr_torch() {
 #[test]
 fn deepfm_matches_deepctr_torch() {
     check(
-        ModelConfig::Deepfm {
+        ModelConfig::Deepfm(DeepfmConfig {
             use_fm: true,
             dnn_hidden_units: vec![16, 8],
             dnn_dropout: 0.0,
             l2: Default::default(),
-        },
+        }),
         "DeepFM",
         json!({"dnn_hidden_units": [16, 8]}),
     );
@@ -41,12 +43,12 @@ fn deepfm_matches_deepctr_torch() {
 #[test]
 fn nfm_matches_deepctr_torch() {
     check(
-        ModelConfig::Nfm {
+        ModelConfig::Nfm(NfmConfig {
             dnn_hidden_units: vec![16, 8],
             bi_dropout: 0.0,
             dnn_dropout: 0.0,
             l2: Default::default(),
-        },
+        }),
         "NFM",
         json!({"dnn_hidden_units": [16, 8]}),
     );
@@ -56,13 +58,13 @@ fn nfm_matches_deepctr_torch() {
 fn dcn_matches_deepctr_torch_with_both_cross_parameterizations() {
     for p in ["vector", "matrix"] {
         check(
-            ModelConfig::Dcn {
+            ModelConfig::Dcn(DcnConfig {
                 cross_num: 2,
-                cross_parameterization: p.into(),
+                cross_parameterization: serde_yaml::from_str(p).unwrap(),
                 dnn_hidden_units: vec![16, 8],
                 dnn_dropout: 0.0,
                 l2: Default::default(),
-            },
+            }),
             "DCN",
             json!({"cross_num": 2, "cross_parameterization": p, "dnn_hidden_units": [16, 8]}),
         );
@@ -73,13 +75,13 @@ fn dcn_matches_deepctr_torch_with_both_cross_parameterizations() {
 fn xdeepfm_matches_deepctr_torch_with_and_without_split_half() {
     for split in [true, false] {
         check(
-            ModelConfig::Xdeepfm {
+            ModelConfig::Xdeepfm(XdeepfmConfig {
                 dnn_hidden_units: vec![16, 8],
                 cin_layer_size: vec![6, 4],
                 cin_split_half: split,
                 dnn_dropout: 0.0,
                 l2: Default::default(),
-            },
+            }),
             "xDeepFM",
             json!({"dnn_hidden_units": [16, 8], "cin_layer_size": [6, 4], "cin_split_half": split}),
         );
@@ -89,14 +91,14 @@ fn xdeepfm_matches_deepctr_torch_with_and_without_split_half() {
 #[test]
 fn autoint_matches_deepctr_torch() {
     check(
-        ModelConfig::Autoint {
+        ModelConfig::Autoint(AutointConfig {
             att_layer_num: 2,
             att_head_num: 2,
             att_res: true,
             dnn_hidden_units: vec![16, 8],
             dnn_dropout: 0.0,
             l2: Default::default(),
-        },
+        }),
         "AutoInt",
         json!({"att_layer_num": 2, "att_head_num": 2, "dnn_hidden_units": [16, 8]}),
     );

@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-use super::models::{Dcnv2Config, DnnConfig, FinalMlpConfig, IpnnConfig, NfwfmConfig};
+use super::models::{
+    AutointConfig, DcnConfig, Dcnv2Config, DeepfmConfig, DlrmConfig, DnnConfig, FinalMlpConfig,
+    IpnnConfig, L2Config, NfmConfig, NfwfmConfig, WdlConfig, XdeepfmConfig,
+};
 use crate::data::{InputFormat, SynthConfig};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -182,93 +185,18 @@ pub enum RawFormat {
     Csv,
 }
 
+/// `model`: the kind (`kind: deepfm`) and that model's settings (see `config::models`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ModelConfig {
-    /// DLRM (Naumov et al. 2019): bottom MLP on dense features to width d, pairwise dot
-    /// products of all d-vectors, top MLP to one logit.
-    Dlrm {
-        /// Hidden widths of the bottom MLP; a last layer of width d is appended.
-        #[serde(default = "dlrm_bottom")]
-        bottom_mlp: Vec<usize>,
-        /// Hidden widths of the top MLP; a last layer of width 1 is appended.
-        #[serde(default = "dlrm_top")]
-        top_mlp: Vec<usize>,
-    },
-    /// Wide & Deep (DeepCTR-Torch `WDL`): linear part + DNN over [embeddings, dense].
-    Wdl {
-        #[serde(default = "dnn_256_128")]
-        dnn_hidden_units: Vec<usize>,
-        #[serde(default)]
-        dnn_dropout: f64,
-        #[serde(default)]
-        l2: L2Config,
-    },
-    /// DeepFM: linear part + FM second-order term + DNN.
-    Deepfm {
-        #[serde(default = "yes")]
-        use_fm: bool,
-        #[serde(default = "dnn_256_128")]
-        dnn_hidden_units: Vec<usize>,
-        #[serde(default)]
-        dnn_dropout: f64,
-        #[serde(default)]
-        l2: L2Config,
-    },
-    /// xDeepFM: linear part + compressed interaction network (CIN) + DNN.
-    Xdeepfm {
-        #[serde(default = "dnn_256_256")]
-        dnn_hidden_units: Vec<usize>,
-        #[serde(default = "cin_256_128")]
-        cin_layer_size: Vec<usize>,
-        #[serde(default = "yes")]
-        cin_split_half: bool,
-        #[serde(default)]
-        dnn_dropout: f64,
-        #[serde(default)]
-        l2: L2Config,
-    },
-    /// Deep & Cross Network: linear part + cross network + DNN.
-    Dcn {
-        #[serde(default = "two")]
-        cross_num: usize,
-        /// `vector` or `matrix`.
-        #[serde(default = "vector")]
-        cross_parameterization: String,
-        #[serde(default = "dnn_128_128")]
-        dnn_hidden_units: Vec<usize>,
-        #[serde(default)]
-        dnn_dropout: f64,
-        #[serde(default)]
-        l2: L2Config,
-    },
-    /// AutoInt: multi-head self-attention over the field embeddings + DNN.
-    Autoint {
-        #[serde(default = "three")]
-        att_layer_num: usize,
-        #[serde(default = "two")]
-        att_head_num: usize,
-        #[serde(default = "yes")]
-        att_res: bool,
-        #[serde(default = "dnn_256_128")]
-        dnn_hidden_units: Vec<usize>,
-        #[serde(default)]
-        dnn_dropout: f64,
-        #[serde(default)]
-        l2: L2Config,
-    },
-    /// NFM: linear part + bi-interaction pooling + DNN.
-    Nfm {
-        #[serde(default = "dnn_128_128")]
-        dnn_hidden_units: Vec<usize>,
-        #[serde(default)]
-        bi_dropout: f64,
-        #[serde(default)]
-        dnn_dropout: f64,
-        #[serde(default)]
-        l2: L2Config,
-    },
-    /// Paper 004's models (see `config::models`); they take `embedding.sets` above 1.
+    Dlrm(DlrmConfig),
+    Wdl(WdlConfig),
+    Deepfm(DeepfmConfig),
+    Xdeepfm(XdeepfmConfig),
+    Dcn(DcnConfig),
+    Autoint(AutointConfig),
+    Nfm(NfmConfig),
+    /// Paper 004's models; they take `embedding.sets` above 1 (as xDeepFM does).
     Dnn(DnnConfig),
     Ipnn(IpnnConfig),
     Nfwfm(NfwfmConfig),
@@ -276,73 +204,16 @@ pub enum ModelConfig {
     Finalmlp(FinalMlpConfig),
 }
 
-/// L2 penalties added to the loss, DeepCTR-Torch style (`l2 · Σ w²`). Embedding and linear
-/// penalties apply to the rows a batch looks up (and MLET's projections), not to whole tables,
-/// so that updates stay sparse: a departure from DeepCTR-Torch, which penalises every row.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct L2Config {
-    pub embedding: f64,
-    pub linear: f64,
-    pub dnn: f64,
-    /// Cross network (DCN, default 1e-5) or CIN (xDeepFM, default 0) weights.
-    pub interaction: Option<f64>,
-}
-
-/// DeepCTR-Torch's `l2_reg_embedding`, `l2_reg_linear` and `l2_reg_dnn`.
-impl Default for L2Config {
-    fn default() -> Self {
-        L2Config {
-            embedding: 1e-5,
-            linear: 1e-5,
-            dnn: 0.0,
-            interaction: None,
-        }
-    }
-}
-fn dnn_256_128() -> Vec<usize> {
-    vec![256, 128]
-}
-fn dnn_256_256() -> Vec<usize> {
-    vec![256, 256]
-}
-fn dnn_128_128() -> Vec<usize> {
-    vec![128, 128]
-}
-fn cin_256_128() -> Vec<usize> {
-    vec![256, 128]
-}
-fn yes() -> bool {
-    true
-}
-fn two() -> usize {
-    2
-}
-fn three() -> usize {
-    3
-}
-fn vector() -> String {
-    "vector".into()
-}
-
-fn dlrm_bottom() -> Vec<usize> {
-    vec![512, 256, 128]
-}
-
-fn dlrm_top() -> Vec<usize> {
-    vec![512, 256]
-}
-
 impl ModelConfig {
     pub fn name(&self) -> &'static str {
         match self {
-            ModelConfig::Dlrm { .. } => "dlrm",
-            ModelConfig::Wdl { .. } => "wdl",
-            ModelConfig::Deepfm { .. } => "deepfm",
-            ModelConfig::Xdeepfm { .. } => "xdeepfm",
-            ModelConfig::Dcn { .. } => "dcn",
-            ModelConfig::Autoint { .. } => "autoint",
-            ModelConfig::Nfm { .. } => "nfm",
+            ModelConfig::Dlrm(_) => "dlrm",
+            ModelConfig::Wdl(_) => "wdl",
+            ModelConfig::Deepfm(_) => "deepfm",
+            ModelConfig::Xdeepfm(_) => "xdeepfm",
+            ModelConfig::Dcn(_) => "dcn",
+            ModelConfig::Autoint(_) => "autoint",
+            ModelConfig::Nfm(_) => "nfm",
             ModelConfig::Dnn(_) => "dnn",
             ModelConfig::Ipnn(_) => "ipnn",
             ModelConfig::Nfwfm(_) => "nfwfm",
@@ -367,23 +238,36 @@ impl ModelConfig {
     /// the optimizer's weight decay, as their authors do).
     pub fn l2(&self) -> L2Config {
         match self {
-            ModelConfig::Dlrm { .. }
+            ModelConfig::Wdl(c) => c.l2.clone(),
+            ModelConfig::Deepfm(c) => c.l2.clone(),
+            ModelConfig::Xdeepfm(c) => c.l2.clone(),
+            ModelConfig::Dcn(c) => c.l2.clone(),
+            ModelConfig::Autoint(c) => c.l2.clone(),
+            ModelConfig::Nfm(c) => c.l2.clone(),
+            ModelConfig::Dlrm(_)
             | ModelConfig::Dnn(_)
             | ModelConfig::Ipnn(_)
             | ModelConfig::Nfwfm(_)
             | ModelConfig::Dcnv2(_)
-            | ModelConfig::Finalmlp(_) => L2Config {
-                embedding: 0.0,
-                linear: 0.0,
-                dnn: 0.0,
-                interaction: None,
-            },
-            ModelConfig::Wdl { l2, .. }
-            | ModelConfig::Deepfm { l2, .. }
-            | ModelConfig::Xdeepfm { l2, .. }
-            | ModelConfig::Dcn { l2, .. }
-            | ModelConfig::Autoint { l2, .. }
-            | ModelConfig::Nfm { l2, .. } => l2.clone(),
+            | ModelConfig::Finalmlp(_) => L2Config::NONE,
+        }
+    }
+
+    /// Settings that parse but cannot run, reported with the key that holds them (`model.…`).
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            ModelConfig::Dlrm(c) => c.validate(),
+            ModelConfig::Wdl(c) => c.validate(),
+            ModelConfig::Deepfm(c) => c.validate(),
+            ModelConfig::Xdeepfm(c) => c.validate(),
+            ModelConfig::Dcn(c) => c.validate(),
+            ModelConfig::Autoint(c) => c.validate(),
+            ModelConfig::Nfm(c) => c.validate(),
+            ModelConfig::Dnn(c) => c.validate(),
+            ModelConfig::Ipnn(c) => c.validate(),
+            ModelConfig::Nfwfm(c) => c.validate(),
+            ModelConfig::Dcnv2(c) => c.validate(),
+            ModelConfig::Finalmlp(c) => c.validate(),
         }
     }
 }
@@ -798,105 +682,7 @@ impl RunConfig {
         if e.table_init == TableInit::Normal && !(e.table_std.is_finite() && e.table_std > 0.0) {
             return Err("embedding.table_std: must be a positive number".into());
         }
-        let widths = |key: &str, v: &[usize]| {
-            if v.contains(&0) {
-                Err(format!("model.{key}: layer widths must be at least 1"))
-            } else {
-                Ok(())
-            }
-        };
-        let dropout = |key: &str, p: f64| {
-            if (0.0..1.0).contains(&p) {
-                Ok(())
-            } else {
-                Err(format!("model.{key}: a dropout rate in [0, 1) (got {p})"))
-            }
-        };
-        match &self.model {
-            ModelConfig::Dlrm {
-                bottom_mlp,
-                top_mlp,
-            } => {
-                widths("bottom_mlp", bottom_mlp)?;
-                widths("top_mlp", top_mlp)?;
-            }
-            ModelConfig::Wdl {
-                dnn_hidden_units,
-                dnn_dropout,
-                ..
-            }
-            | ModelConfig::Deepfm {
-                dnn_hidden_units,
-                dnn_dropout,
-                ..
-            }
-            | ModelConfig::Autoint {
-                dnn_hidden_units,
-                dnn_dropout,
-                ..
-            } => {
-                widths("dnn_hidden_units", dnn_hidden_units)?;
-                dropout("dnn_dropout", *dnn_dropout)?;
-            }
-            ModelConfig::Xdeepfm {
-                dnn_hidden_units,
-                cin_layer_size,
-                cin_split_half,
-                dnn_dropout,
-                ..
-            } => {
-                widths("dnn_hidden_units", dnn_hidden_units)?;
-                widths("cin_layer_size", cin_layer_size)?;
-                dropout("dnn_dropout", *dnn_dropout)?;
-                let last = cin_layer_size.len().saturating_sub(1);
-                if *cin_split_half && cin_layer_size[..last].iter().any(|s| s % 2 == 1) {
-                    return Err(
-                        "model.cin_layer_size: with cin_split_half every size but the last must be even"
-                            .into(),
-                    );
-                }
-            }
-            ModelConfig::Dcn {
-                cross_parameterization,
-                dnn_hidden_units,
-                dnn_dropout,
-                ..
-            } => {
-                widths("dnn_hidden_units", dnn_hidden_units)?;
-                dropout("dnn_dropout", *dnn_dropout)?;
-                if cross_parameterization != "vector" && cross_parameterization != "matrix" {
-                    return Err(format!(
-                        "model.cross_parameterization: `vector` or `matrix` (got `{cross_parameterization}`)"
-                    ));
-                }
-            }
-            ModelConfig::Nfm {
-                dnn_hidden_units,
-                bi_dropout,
-                dnn_dropout,
-                ..
-            } => {
-                widths("dnn_hidden_units", dnn_hidden_units)?;
-                dropout("bi_dropout", *bi_dropout)?;
-                dropout("dnn_dropout", *dnn_dropout)?;
-            }
-            ModelConfig::Dnn(c) => c.validate()?,
-            ModelConfig::Ipnn(c) => c.validate()?,
-            ModelConfig::Nfwfm(c) => c.validate()?,
-            ModelConfig::Dcnv2(c) => c.validate()?,
-            ModelConfig::Finalmlp(c) => c.validate()?,
-        }
-        let l2 = self.model.l2();
-        for (key, v) in [
-            ("embedding", l2.embedding),
-            ("linear", l2.linear),
-            ("dnn", l2.dnn),
-            ("interaction", l2.interaction.unwrap_or(0.0)),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("model.l2.{key}: a non-negative number (got {v})"));
-            }
-        }
+        self.model.validate()?;
         let o = &self.optimizer;
         for (key, v) in [("lr", Some(o.lr)), ("embedding_lr", o.embedding_lr)] {
             if let Some(v) = v {

@@ -308,6 +308,25 @@ embedding: {dim: 8}
     }
 
     #[test]
+    fn model_settings_errors_name_their_key() {
+        let bad = |model: &str| {
+            let text = BASE.replace("model: {kind: dlrm}", model);
+            format!("{:#}", parse_runs(&text).unwrap_err())
+        };
+        let msg = bad("model: {kind: dcn, cross_parameterization: diagonal}");
+        assert!(
+            msg.contains("model") && msg.contains("cross_parameterization: `vector` or `matrix`"),
+            "{msg}"
+        );
+        let msg = bad("model: {kind: deepfm, use_fn: true}");
+        assert!(msg.contains("model") && msg.contains("use_fn"), "{msg}");
+        let msg = bad("model: {kind: nfm, dnn_dropout: 1.5}");
+        assert!(msg.contains("model.dnn_dropout: a dropout rate"), "{msg}");
+        let msg = bad("model: {kind: dcn, l2: {interaction: -1}}");
+        assert!(msg.contains("model.l2.interaction"), "{msg}");
+    }
+
+    #[test]
     fn wrong_type_is_named_with_its_path() {
         let err = parse_runs(&format!("{BASE}training: {{batch_size: many}}\n")).unwrap_err();
         let msg = format!("{err:#}");
@@ -440,7 +459,7 @@ embedding: {dim: 8}
         .replace("model: {kind: dlrm}", "model: {kind: dlrm, bottom_mlp: [4]}");
         let runs = parse_runs(&text).unwrap();
         assert!(
-            matches!(&runs[0].config.model, crate::config::ModelConfig::Dlrm { bottom_mlp, top_mlp } if bottom_mlp == &[4] && top_mlp == &[8])
+            matches!(&runs[0].config.model, crate::config::ModelConfig::Dlrm(c) if c.bottom_mlp == [4] && c.top_mlp == [8])
         );
         assert_eq!(runs[1].config.model.name(), "wdl");
     }

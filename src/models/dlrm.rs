@@ -2,9 +2,10 @@
 //! maps the dense features to width d, the dot interaction takes pairwise inner products of that
 //! vector and the F embeddings, and a top MLP maps [dense vector, products] to one logit.
 use anyhow::{bail, Result};
-use tch::{nn, nn::Module, Device, Tensor};
+use tch::{nn, nn::Module, Tensor};
 
-use super::{Features, InputShape, Network};
+use super::{Features, Network, NetworkShape};
+use crate::config::DlrmConfig;
 use crate::layers::{DotInteraction, Mlp};
 
 pub struct Dlrm {
@@ -14,30 +15,23 @@ pub struct Dlrm {
 }
 
 impl Dlrm {
-    pub fn new(
-        path: &nn::Path,
-        shape: &InputShape,
-        dim: usize,
-        bottom_hidden: &[usize],
-        top_hidden: &[usize],
-        device: Device,
-    ) -> Result<Dlrm> {
+    pub fn new(path: &nn::Path, shape: &NetworkShape, cfg: &DlrmConfig) -> Result<Dlrm> {
         if shape.num_dense == 0 {
             bail!("DLRM's bottom MLP needs dense features; this data set has none");
         }
-        let fields = shape.cardinalities.len();
+        let (fields, dim) = (shape.fields, shape.dim);
         let bottom: Vec<usize> = std::iter::once(shape.num_dense)
-            .chain(bottom_hidden.iter().copied())
+            .chain(cfg.bottom_mlp.iter().copied())
             .chain(std::iter::once(dim))
             .collect();
         let top: Vec<usize> = std::iter::once(DotInteraction::output_width(fields, dim))
-            .chain(top_hidden.iter().copied())
+            .chain(cfg.top_mlp.iter().copied())
             .chain(std::iter::once(1))
             .collect();
         Ok(Dlrm {
             // DLRM applies ReLU after the bottom MLP's last layer too.
             bottom: Mlp::new(&(path / "bottom"), &bottom, true),
-            interaction: DotInteraction::new(fields, device),
+            interaction: DotInteraction::new(fields, path.device()),
             top: Mlp::new(&(path / "top"), &top, false),
         })
     }

@@ -6,7 +6,7 @@
 use tch::{nn, Tensor};
 
 use super::setwise::mean_over_sets;
-use super::{Features, InputShape, Network};
+use super::{Features, Network, NetworkShape};
 use crate::config::FinalMlpConfig;
 use crate::layers::{
     AggregationInit, FeatureSelection, InteractionAggregation, LinearInit, MlpBlock, MlpBlockConfig,
@@ -23,14 +23,8 @@ pub struct FinalMlp {
 }
 
 impl FinalMlp {
-    pub fn new(
-        path: &nn::Path,
-        shape: &InputShape,
-        dim: usize,
-        sets: usize,
-        cfg: &FinalMlpConfig,
-    ) -> FinalMlp {
-        let width = shape.cardinalities.len() * dim + shape.num_dense;
+    pub fn new(path: &nn::Path, shape: &NetworkShape, cfg: &FinalMlpConfig) -> FinalMlp {
+        let (dim, width) = (shape.dim, shape.flat_width());
         let stream = |hidden: &[usize]| MlpBlockConfig {
             hidden: hidden.to_vec(),
             dropout: cfg.dropout,
@@ -38,7 +32,7 @@ impl FinalMlp {
             output: None,
             init: LinearInit::TorchDefault,
         };
-        let sets = (0..sets)
+        let sets = (0..shape.sets)
             .map(|m| {
                 let p = path / format!("set{m}");
                 SetStreams {

@@ -11,20 +11,15 @@ mod setwise;
 mod wdl;
 mod xdeepfm;
 
-pub use autoint::AutoInt;
-pub use dcn::Dcn;
-pub use deepfm::DeepFm;
+pub use deepctr::DeepCtrModel;
 pub use dlrm::Dlrm;
 pub use final_mlp::FinalMlp;
-pub use nfm::Nfm;
 pub use setwise::SetwiseMlp;
-pub use wdl::Wdl;
-pub use xdeepfm::XDeepFm;
 
 use anyhow::{bail, Result};
 use tch::{nn, Device, Tensor};
 
-use crate::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, TableInit};
+use crate::config::{EmbeddingConfig, EmbeddingKind, Family, ModelConfig, TableInit};
 use crate::embedding::{Embeddings, HashedField, Lookup, LookupIndex};
 
 /// What a network sees of a batch.
@@ -74,6 +69,35 @@ pub struct InputShape {
     /// Fields whose ids are hashed into fewer rows (`embedding.hash` resolved against the data;
     /// empty without hashing).
     pub hashed: Vec<HashedField>,
+}
+
+/// What a network is built for: the data's and the embedding's shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkShape {
+    /// Dense features m.
+    pub num_dense: usize,
+    /// Categorical fields F.
+    pub fields: usize,
+    /// Embedding dimension d.
+    pub dim: usize,
+    /// Embedding sets M (1: a single embedding).
+    pub sets: usize,
+}
+
+impl NetworkShape {
+    pub fn new(shape: &InputShape, embedding: &EmbeddingConfig) -> NetworkShape {
+        NetworkShape {
+            num_dense: shape.num_dense,
+            fields: shape.cardinalities.len(),
+            dim: embedding.dim,
+            sets: embedding.sets,
+        }
+    }
+
+    /// `F·d + m`: the width of one set's `[flatten(embeddings), dense]`.
+    pub fn flat_width(&self) -> usize {
+        self.fields * self.dim + self.num_dense
+    }
 }
 
 /// VarStore prefixes of the two kinds of sparse tables.
@@ -134,16 +158,10 @@ impl CtrModel {
             &shape.hashed,
             embedding,
         )?;
-        let linear = match model {
-            ModelConfig::Dlrm { .. }
-            | ModelConfig::Dnn(_)
-            | ModelConfig::Ipnn(_)
-            | ModelConfig::Nfwfm(_)
-            | ModelConfig::Dcnv2(_)
-            | ModelConfig::Finalmlp(_) => None,
-            // DeepCTR-Torch: one weight per category, N(0, 1e-4²); hashed like the embeddings,
-            // since both read the same lookup index
-            _ => Some(Embeddings::hashed(
+        // DeepCTR-Torch's models have a linear part: one weight per category, N(0, 1e-4²); hashed
+        // like the embeddings, since both read the same lookup index
+        let linear = match model.family() {
+            Family::DeepCtr => Some(Embeddings::hashed(
                 &(&root / LINEAR_PATH),
                 &shape.cardinalities,
                 &shape.hashed,
@@ -158,143 +176,22 @@ impl CtrModel {
                     hash: None,
                 },
             )?),
+            Family::Dlrm | Family::MultiEmbedding => None,
         };
-        let net = &root / "net";
+        let (net, shape) = (&root / "net", NetworkShape::new(shape, embedding));
         let network: Box<dyn Network> = match model {
-            ModelConfig::Dlrm {
-                bottom_mlp,
-                top_mlp,
-            } => Box::new(Dlrm::new(
-                &net,
-                shape,
-                embedding.dim,
-                bottom_mlp,
-                top_mlp,
-                device,
-            )?),
-            ModelConfig::Wdl {
-                dnn_hidden_units,
-                dnn_dropout,
-                l2,
-            } => Box::new(Wdl::new(
-                &net,
-                shape,
-                embedding.dim,
-                dnn_hidden_units,
-                *dnn_dropout,
-                l2.dnn,
-            )),
-            ModelConfig::Deepfm {
-                use_fm,
-                dnn_hidden_units,
-                dnn_dropout,
-                l2,
-            } => Box::new(DeepFm::new(
-                &net,
-                shape,
-                embedding.dim,
-                *use_fm,
-                dnn_hidden_units,
-                *dnn_dropout,
-                l2.dnn,
-            )),
-            ModelConfig::Nfm {
-                dnn_hidden_units,
-                bi_dropout,
-                dnn_dropout,
-                l2,
-            } => Box::new(Nfm::new(
-                &net,
-                shape,
-                embedding.dim,
-                dnn_hidden_units,
-                *bi_dropout,
-                *dnn_dropout,
-                l2.dnn,
-            )),
-            ModelConfig::Dcn {
-                cross_num,
-                cross_parameterization,
-                dnn_hidden_units,
-                dnn_dropout,
-                l2,
-            } => Box::new(Dcn::new(
-                &net,
-                shape,
-                embedding.dim,
-                *cross_num,
-                cross_parameterization == "matrix",
-                dnn_hidden_units,
-                *dnn_dropout,
-                l2,
-            )),
-            ModelConfig::Xdeepfm {
-                dnn_hidden_units,
-                cin_layer_size,
-                cin_split_half,
-                dnn_dropout,
-                l2,
-            } => Box::new(XDeepFm::new(
-                &net,
-                shape,
-                embedding.dim,
-                embedding.sets,
-                dnn_hidden_units,
-                cin_layer_size,
-                *cin_split_half,
-                *dnn_dropout,
-                l2,
-            )),
-            ModelConfig::Autoint {
-                att_layer_num,
-                att_head_num,
-                att_res,
-                dnn_hidden_units,
-                dnn_dropout,
-                l2,
-            } => Box::new(AutoInt::new(
-                &net,
-                shape,
-                embedding.dim,
-                *att_layer_num,
-                *att_head_num,
-                *att_res,
-                dnn_hidden_units,
-                *dnn_dropout,
-                l2.dnn,
-            )?),
-            ModelConfig::Dnn(c) => Box::new(SetwiseMlp::dnn(
-                &net,
-                shape,
-                embedding.dim,
-                embedding.sets,
-                &c.mlp,
-            )),
-            ModelConfig::Ipnn(c) => Box::new(SetwiseMlp::ipnn(
-                &net,
-                shape,
-                embedding.dim,
-                embedding.sets,
-                &c.mlp,
-                device,
-            )),
-            ModelConfig::Nfwfm(c) => Box::new(SetwiseMlp::nfwfm(
-                &net,
-                shape,
-                embedding.dim,
-                embedding.sets,
-                c,
-            )),
-            ModelConfig::Dcnv2(c) => Box::new(SetwiseMlp::dcnv2(
-                &net,
-                shape,
-                embedding.dim,
-                embedding.sets,
-                c,
-            )),
-            ModelConfig::Finalmlp(c) => {
-                Box::new(FinalMlp::new(&net, shape, embedding.dim, embedding.sets, c))
-            }
+            ModelConfig::Dlrm(c) => Box::new(Dlrm::new(&net, &shape, c)?),
+            ModelConfig::Wdl(c) => Box::new(DeepCtrModel::wdl(&net, &shape, c)),
+            ModelConfig::Deepfm(c) => Box::new(DeepCtrModel::deepfm(&net, &shape, c)),
+            ModelConfig::Nfm(c) => Box::new(DeepCtrModel::nfm(&net, &shape, c)),
+            ModelConfig::Dcn(c) => Box::new(DeepCtrModel::dcn(&net, &shape, c)),
+            ModelConfig::Xdeepfm(c) => Box::new(DeepCtrModel::xdeepfm(&net, &shape, c)),
+            ModelConfig::Autoint(c) => Box::new(DeepCtrModel::autoint(&net, &shape, c)?),
+            ModelConfig::Dnn(c) => Box::new(SetwiseMlp::dnn(&net, &shape, c)),
+            ModelConfig::Ipnn(c) => Box::new(SetwiseMlp::ipnn(&net, &shape, c)),
+            ModelConfig::Nfwfm(c) => Box::new(SetwiseMlp::nfwfm(&net, &shape, c)),
+            ModelConfig::Dcnv2(c) => Box::new(SetwiseMlp::dcnv2(&net, &shape, c)),
+            ModelConfig::Finalmlp(c) => Box::new(FinalMlp::new(&net, &shape, c)),
         };
         Ok(CtrModel {
             vs,

@@ -15,10 +15,10 @@
 //!
 //! Dense features join every set's interaction output (DeepCTR-Torch's `combined_dnn_input`
 //! convention; paper 004's data has none: its code buckets Criteo's numbers into categories).
-use tch::{nn, Device, Tensor};
+use tch::{nn, Tensor};
 
-use super::{Features, InputShape, Network};
-use crate::config::{Dcnv2Config, MlpSettings, NfwfmConfig};
+use super::{Features, Network, NetworkShape};
+use crate::config::{Dcnv2Config, DnnConfig, IpnnConfig, MlpSettings, NfwfmConfig};
 use crate::layers::{
     batch_norm1d, CrossNetV2, FieldWeightedPooling, InnerProduct, LinearInit, MlpBlock,
     MlpBlockConfig,
@@ -112,42 +112,25 @@ impl SetwiseMlp {
         }
     }
 
-    pub fn dnn(
-        path: &nn::Path,
-        shape: &InputShape,
-        dim: usize,
-        sets: usize,
-        mlp: &MlpSettings,
-    ) -> Self {
-        let width = shape.cardinalities.len() * dim + shape.num_dense;
-        Self::new(path, sets, width, mlp, |_, _| Interaction::Flatten)
-    }
-
-    pub fn ipnn(
-        path: &nn::Path,
-        shape: &InputShape,
-        dim: usize,
-        sets: usize,
-        mlp: &MlpSettings,
-        device: Device,
-    ) -> Self {
-        let fields = shape.cardinalities.len();
-        let width = InnerProduct::output_width(fields) + fields * dim + shape.num_dense;
-        Self::new(path, sets, width, mlp, |_, _| {
-            Interaction::InnerProducts(InnerProduct::new(fields, device))
+    pub fn dnn(path: &nn::Path, shape: &NetworkShape, cfg: &DnnConfig) -> Self {
+        let width = shape.flat_width();
+        Self::new(path, shape.sets, width, &cfg.mlp, |_, _| {
+            Interaction::Flatten
         })
     }
 
-    pub fn nfwfm(
-        path: &nn::Path,
-        shape: &InputShape,
-        dim: usize,
-        sets: usize,
-        cfg: &NfwfmConfig,
-    ) -> Self {
-        let fields = shape.cardinalities.len();
+    pub fn ipnn(path: &nn::Path, shape: &NetworkShape, cfg: &IpnnConfig) -> Self {
+        let fields = shape.fields;
+        let width = InnerProduct::output_width(fields) + shape.flat_width();
+        Self::new(path, shape.sets, width, &cfg.mlp, |_, _| {
+            Interaction::InnerProducts(InnerProduct::new(fields, path.device()))
+        })
+    }
+
+    pub fn nfwfm(path: &nn::Path, shape: &NetworkShape, cfg: &NfwfmConfig) -> Self {
+        let (fields, dim) = (shape.fields, shape.dim);
         let width = dim + shape.num_dense;
-        Self::new(path, sets, width, &cfg.mlp, |p, _| {
+        Self::new(path, shape.sets, width, &cfg.mlp, |p, _| {
             Interaction::FieldWeighted {
                 pooling: FieldWeightedPooling::new(&(p / "fwfm"), fields),
                 norm: cfg
@@ -159,15 +142,9 @@ impl SetwiseMlp {
         })
     }
 
-    pub fn dcnv2(
-        path: &nn::Path,
-        shape: &InputShape,
-        dim: usize,
-        sets: usize,
-        cfg: &Dcnv2Config,
-    ) -> Self {
-        let width = shape.cardinalities.len() * dim + shape.num_dense;
-        Self::new(path, sets, width, &cfg.mlp, |p, _| {
+    pub fn dcnv2(path: &nn::Path, shape: &NetworkShape, cfg: &Dcnv2Config) -> Self {
+        let width = shape.flat_width();
+        Self::new(path, shape.sets, width, &cfg.mlp, |p, _| {
             Interaction::Cross(CrossNetV2::new(&(p / "cross"), width, cfg.cross_layers))
         })
     }

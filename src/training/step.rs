@@ -89,7 +89,7 @@ fn penalty(model: &CtrModel, lookups: &[Lookup], l2: &L2Config) -> Option<Tensor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EmbeddingConfig, EmbeddingKind, ModelConfig};
+    use crate::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, WdlConfig};
     use crate::models::InputShape;
 
     fn squares(t: &Tensor) -> Vec<f64> {
@@ -137,11 +137,10 @@ mod tests {
                 sets: 1,
                 hash: None,
             };
-            let model_cfg = ModelConfig::Wdl {
+            let model_cfg = ModelConfig::Wdl(WdlConfig {
                 dnn_hidden_units: vec![8],
-                dnn_dropout: 0.0,
-                l2: L2Config::default(),
-            };
+                ..Default::default()
+            });
             let shape = InputShape {
                 num_dense: 2,
                 cardinalities: cards.to_vec(),
