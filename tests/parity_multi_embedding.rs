@@ -4,7 +4,9 @@
 //!    2 fusion heads, and off) with one embedding set against FuxiCTR 2.3.10's `DCNv2` and
 //!    `FinalMLP` models, built by their own constructors (tests/parity/fuxictr_model_parity.py);
 //!    no dense features there, since FuxiCTR embeds numbers (Linear(1, d)) where we concatenate
-//!    them raw.
+//!    them raw. FuxiCTR 2.3.10's (LongCTR) `FinalMLP.forward` never calls its `fs_module`
+//!    (`feat1, feat2 = flat_emb, flat_emb` whatever `use_fs` says); with feature selection on,
+//!    the reference applies the model's own `fs_module` as FuxiCTR's other FinalMLP versions do.
 //! 2. DNN and NFwFM, which no installable library has in this form (FuxiCTR's FwFM is the linear
 //!    model), against their definitions by explicit f64 loops, with one set and with 2 and 3.
 //! 3. Every multi-embedding kind with M = 3 against its definition: each set's branch computed by
