@@ -25,7 +25,7 @@ use tch::{nn, nn::ModuleT, Device, Kind, Tensor};
 
 use mlet::config::{
     Dcnv2Config, DnnConfig, EmbeddingConfig, EmbeddingKind, FinalMlpConfig, IpnnConfig, L2Config,
-    MlpSettings, ModelConfig, NfwfmConfig,
+    MlpSettings, ModelConfig, NfwfmConfig, XdeepfmConfig,
 };
 use mlet::data::Batch;
 use mlet::layers::{
@@ -701,12 +701,12 @@ fn me_by_definition(
             let good = fusion.forward(&mean(&s1), &mean(&s2)).squeeze_dim(1);
             (good, mean(&late).squeeze_dim(1))
         }
-        ModelConfig::Xdeepfm {
+        ModelConfig::Xdeepfm(XdeepfmConfig {
             dnn_hidden_units: hidden,
             cin_layer_size,
             cin_split_half,
             ..
-        } => {
+        }) => {
             // linear logit: Σ_f the field's linear weight + dense · linear_model.weight
             let lin = model.linear.as_ref().unwrap();
             let lin_index = index.linear.as_ref().unwrap();
@@ -796,13 +796,13 @@ fn every_me_kind_averages_where_paper_004_does() {
             fs_hidden_units: vec![8],
             fusion_heads: 1,
         }),
-        ModelConfig::Xdeepfm {
+        ModelConfig::Xdeepfm(XdeepfmConfig {
             dnn_hidden_units: vec![16, 8],
             cin_layer_size: vec![6, 4],
             cin_split_half: true,
             dnn_dropout: 0.2,
             l2: L2Config::default(),
-        },
+        }),
     ];
     let shape = shape(&CARDS, common::NUM_DENSE);
     let batch = common::batch(64, common::NUM_DENSE, &CARDS, 71);
