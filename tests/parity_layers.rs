@@ -130,10 +130,13 @@ fn snapshot(state: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     state.into_iter().map(|(n, t)| (n, t.copy())).collect()
 }
 
+/// Compares the reference's outputs (by name) with ours.
+type Verify = Box<dyn Fn(&HashMap<String, Tensor>)>;
+
 /// A reference run and what to compare its output with (our forward pass, run after it).
 struct Check {
     case: Case<'static>,
-    verify: Box<dyn Fn(&HashMap<String, Tensor>)>,
+    verify: Verify,
 }
 
 /// All layers in one Python process: starting one (torch, DeepCTR-Torch's imports) costs
