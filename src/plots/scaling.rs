@@ -81,7 +81,10 @@ pub fn plot_auc_vs_scale(rows: &[ResultRow], out_stem: &Path, title: &str) -> Re
     let seeds = points.iter().map(|p| p.count).max().unwrap_or(0);
     let spec = ChartSpec {
         title: title.to_string(),
-        x_label: format!("embedding size per field, x{} (log₂ scale)", base as usize),
+        x_label: format!(
+            "scale factor: embedding size per field / {} (log₂ scale)",
+            base as usize
+        ),
         y_label: format!("test AUC (mean ± std, up to {seeds} seeds)"),
         x_axis: XAxis::Log2,
         series,

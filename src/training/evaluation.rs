@@ -43,6 +43,17 @@ pub fn evaluate_split(
     batch_size: usize,
     device: Device,
 ) -> Result<Option<Metrics>> {
+    Ok(split_logits(model, dataset, split, batch_size, device)?.map(|(_, m)| m))
+}
+
+/// The logits and metrics of `model` on one split (`None` when the split is empty).
+fn split_logits(
+    model: &CtrModel,
+    dataset: &Dataset,
+    split: Split,
+    batch_size: usize,
+    device: Device,
+) -> Result<Option<(Vec<f32>, Metrics)>> {
     let data = dataset.split(split);
     if data.len == 0 {
         return Ok(None);
@@ -50,7 +61,7 @@ pub fn evaluate_split(
     let logits = predict(model, &data, batch_size, None, device)?;
     let m = metrics::evaluate(&logits, data.label)
         .with_context(|| format!("evaluating the {split} split"))?;
-    Ok(Some(m))
+    Ok(Some((logits, m)))
 }
 
 /// Predicts some test rows with the trained and with the collapsed embeddings.
@@ -94,18 +105,8 @@ pub fn evaluate_trained(
     batch_size: usize,
     device: Device,
 ) -> Result<Evaluation> {
-    let logits_of = |split: Split| -> Result<Option<(Vec<f32>, Metrics)>> {
-        let data = dataset.split(split);
-        if data.len == 0 {
-            return Ok(None);
-        }
-        let logits = predict(model, &data, batch_size, None, device)?;
-        let m = metrics::evaluate(&logits, data.label)
-            .with_context(|| format!("evaluating the {split} split"))?;
-        Ok(Some((logits, m)))
-    };
     let valid = evaluate_split(model, dataset, Split::Valid, batch_size, device)?;
-    let test = logits_of(Split::Test)?;
+    let test = split_logits(model, dataset, Split::Test, batch_size, device)?;
     let test_by_frequency = match &test {
         Some((logits, _)) if logits.len() >= metrics::frequency::GROUPS => {
             let log_frequency = sample_log_frequencies(dataset, Split::Test);
