@@ -194,7 +194,8 @@ fn render_all_plans_per_model_and_dataset() {
     rows.push(avazu);
     let plan = plan_figures(&rows, dir.path(), "grid", &FigureKind::ALL);
     assert_eq!(plan.figures.len(), 4);
-    assert_eq!(plan.skipped.len(), 4, "{:?}", plan.skipped);
+    // avazu: the four above; both data sets: no multi-embedding run for auc_vs_scale
+    assert_eq!(plan.skipped.len(), 6, "{:?}", plan.skipped);
     let written = render_all(&rows, dir.path(), "grid").unwrap();
     assert_eq!(written.len(), 8);
     for kind in [
@@ -209,6 +210,56 @@ fn render_all_plans_per_model_and_dataset() {
         assert!(written.contains(&png), "{written:?}");
         assert_eq!(png_size(&png), FIGURE_SIZE);
     }
+}
+
+/// Paper 004's Table 1 figure: single embedding at d = 4, 8, 16 (1x, 2x, 4x) against 2 and 4
+/// sets of d = 4, 2 seeds. The figure has one line per kind, the multi-embedding line starting at
+/// the shared 1x point; the AUC-vs-d figures of the same table draw the one-set runs only.
+#[test]
+fn auc_vs_scale_renders_single_vs_multi_embedding() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    for seed in 1..=2u64 {
+        for (d, sets, auc) in [
+            (4, 1, 0.70),
+            (8, 1, 0.71),
+            (16, 1, 0.705),
+            (4, 2, 0.72),
+            (4, 4, 0.73),
+        ] {
+            let mut r = row(d, None, 0.25, seed, auc + seed as f64 * 0.001);
+            r.sets = sets;
+            rows.push(r);
+        }
+    }
+    let plan = plan_figures(&rows, dir.path(), "t1", &FigureKind::ALL);
+    let kinds: Vec<FigureKind> = plan.figures.iter().map(|f| f.kind).collect();
+    assert!(
+        kinds.contains(&FigureKind::AucVsScale),
+        "{:?}",
+        plan.skipped
+    );
+    let written = render_all(&rows, dir.path(), "t1").unwrap();
+    let svg_path = dir.path().join("t1_dlrm_synthetic-300000_auc_vs_scale.svg");
+    assert!(written.contains(&svg_path), "{written:?}");
+    let png = svg_path.with_extension("png");
+    assert_eq!(png_size(&png), FIGURE_SIZE);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let texts = svg_texts(&svg);
+    for label in ["single embedding", "multi-embedding"] {
+        assert!(texts.iter().any(|t| t == label), "{label}: {texts:?}");
+    }
+    assert!(
+        texts.iter().any(|t| t.starts_with("scale factor")),
+        "{texts:?}"
+    );
+    // SE: 3 points + legend; ME: 1x shared + 2x + 4x + legend
+    assert_eq!(markers(&svg, "rect", "#000000"), 3 + 1);
+    assert_eq!(markers(&svg, "circle", "#D62728"), 3 + 1);
+    // the vs-d figure of the same rows has the three one-set points only
+    let vs_d =
+        std::fs::read_to_string(dir.path().join("t1_dlrm_synthetic-300000_auc_vs_d.svg")).unwrap();
+    assert_eq!(markers(&vs_d, "rect", "#000000"), 3 + 1);
 }
 
 #[test]
