@@ -203,14 +203,20 @@ fn summarize_mean_and_sample_std() {
     // Different σ, lr or optimizer are different groups.
     let mut other = row("dlrm", 8, Some(32), 0.5, 1, 0.81);
     other.lr = 0.1;
-    let s = summarize(&[rows.clone(), vec![other]].concat());
+    let s = summarize(&[rows.clone(), vec![other.clone()]].concat());
     assert_eq!(s.len(), 4);
+    // … and so are different numbers of embedding sets (multi-embedding)
+    let mut sets = rows[0].clone();
+    sets.sets = 4;
+    let with_sets = summarize(&[rows.clone(), vec![sets]].concat());
+    assert_eq!(with_sets.len(), 4);
+    assert!(with_sets.iter().any(|r| r.sets == 4 && r.count == 1));
 
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("summary.csv");
     write_summary_csv(&p, &s).unwrap();
     let text = std::fs::read_to_string(&p).unwrap();
-    assert!(text.starts_with("model,dataset,d,k,init_std,lr,optimizer,count,auc_mean,auc_std"));
+    assert!(text.starts_with("model,dataset,d,k,sets,init_std,lr,optimizer,count,auc_mean,auc_std"));
     assert_eq!(text.lines().count(), 5);
 }
 
