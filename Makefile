@@ -121,7 +121,7 @@ reproduce-table3: build
 	$(MLET) grid experiments/table3_all_models.yaml --jobs $(JOBS)
 
 # Paper 004's Table 1 (test AUC as the embedding grows, single vs multi-embedding; DCNv2 and DNN,
-# plus MLET x multi-embedding) on the synthetic default (about 30 minutes on 2 cores); with
+# plus MLET x multi-embedding) on the synthetic default (14 minutes on 2 cores); with
 # CRITEO=/path/to/train.txt or AVAZU=/path/to/avazu/train, all six models at paper scale.
 reproduce-me-table1: build
 ifdef CRITEO
