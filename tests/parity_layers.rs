@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
@@ -64,23 +63,7 @@ fn reference(cases: &[Case]) -> Vec<HashMap<String, Tensor>> {
     }
     let specs_path = dir.path().join("specs.json");
     std::fs::write(&specs_path, Value::Array(specs).to_string()).unwrap();
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/parity/layer_parity.py");
-    let out = Command::new(common::python())
-        .arg(&script)
-        .arg(&specs_path)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (run `make test`, which installs it)",
-                common::python().display()
-            )
-        });
-    assert!(
-        out.status.success(),
-        "layer_parity.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_parity_script("layer_parity.py", &specs_path);
     outputs
         .iter()
         .map(|o| Tensor::read_npz(o).unwrap().into_iter().collect())

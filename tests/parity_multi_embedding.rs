@@ -17,8 +17,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::{json, Value};
 use tch::{nn, nn::ModuleT, Device, Kind, Tensor};
@@ -192,23 +190,7 @@ fn fuxictr(cases: &[FuxiCase]) -> Vec<Vec<f32>> {
     }
     let specs_path = dir.path().join("specs.json");
     std::fs::write(&specs_path, Value::Array(specs).to_string()).unwrap();
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/parity/fuxictr_model_parity.py");
-    let out = Command::new(common::python())
-        .arg(&script)
-        .arg(&specs_path)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (run `make test`, which installs FuxiCTR)",
-                common::python().display()
-            )
-        });
-    assert!(
-        out.status.success(),
-        "fuxictr_model_parity.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_parity_script("fuxictr_model_parity.py", &specs_path);
     outputs
         .iter()
         .map(|o| Vec::<f32>::try_from(&Tensor::read_npy(o).unwrap()).unwrap())

@@ -255,3 +255,25 @@ pub fn test_rows(cache: &Path, n: usize) -> (Tensor, Tensor) {
         Tensor::from_slice(&batch.cat).view([b, -1]),
     )
 }
+
+/// Runs `tests/parity/<script> <arg>` in the venv's Python; panics with its stderr on failure.
+pub fn run_parity_script(script: &str, arg: &Path) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/parity")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .arg(arg)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (run `make test`, which installs the references)",
+                python().display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
