@@ -19,6 +19,7 @@ use mlet::models::{CtrModel, InputShape};
 use mlet::training::{train_step, Optimizer};
 
 mod multi_embedding;
+mod overhead;
 
 const BATCH: usize = 128;
 const STEPS: usize = 60;
@@ -131,7 +132,13 @@ fn main() {
         threads: 1,
         csv: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/multi_embedding.csv"),
     };
-    let (mut only_dlrm, mut only_multi) = (false, false);
+    let mut mlet_overhead = overhead::Settings {
+        rounds: 5,
+        warmup: 5,
+        steps: 30,
+        threads: 2,
+    };
+    let mut parts: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     let number = |v: Option<String>, flag: &str| -> usize {
         v.and_then(|v| v.parse().ok())
@@ -141,23 +148,30 @@ fn main() {
         match a.as_str() {
             // cargo bench passes --bench to harness-less benches
             "--bench" => {}
-            "dlrm" => only_dlrm = true,
-            "multi" => only_multi = true,
+            "dlrm" | "multi" | "overhead" => parts.push(a),
+            "--rounds" => mlet_overhead.rounds = number(args.next(), "--rounds").max(1),
             "--batch" => me.batch = number(args.next(), "--batch"),
             "--warmup" => me.warmup = number(args.next(), "--warmup"),
             "--steps" => me.steps = number(args.next(), "--steps").max(1),
-            "--threads" => me.threads = number(args.next(), "--threads").max(1),
+            "--threads" => {
+                me.threads = number(args.next(), "--threads").max(1);
+                mlet_overhead.threads = me.threads;
+            }
             "--csv" => me.csv = args.next().expect("--csv takes a path").into(),
             other => panic!(
-                "unknown argument {other:?} (dlrm, multi, --batch N, --warmup N, --steps N, \
-                 --threads N, --csv PATH)"
+                "unknown argument {other:?} (dlrm, multi, overhead, --batch N, --warmup N, \
+                 --steps N, --threads N, --rounds N, --csv PATH)"
             ),
         }
     }
-    if !only_multi {
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
+    if wanted("overhead") {
+        overhead::run(&mlet_overhead);
+    }
+    if wanted("dlrm") {
         dlrm();
     }
-    if !only_dlrm {
+    if wanted("multi") {
         multi_embedding::run(&me);
     }
 }

@@ -153,6 +153,7 @@ fn effective_step(lr: f64) -> (Tensor, Tensor) {
     let lookup = emb.lookup(&index);
     opt.zero_grad();
     loss_of(&lookup.output).backward();
+    emb.backward(&lookup);
     opt.step(&[SparseGrad {
         name: "emb",
         table: &emb.table,
@@ -217,6 +218,7 @@ fn single_layer_step_touches_only_the_batch_rows() {
     let lookup = emb.lookup(&index);
     opt.zero_grad();
     lookup.output.square().sum(Kind::Float).backward();
+    emb.backward(&lookup);
     opt.step(&[SparseGrad {
         name: "emb",
         table: &emb.table,
@@ -244,4 +246,55 @@ fn out_of_range_index_is_an_error_not_a_crash() {
     let _rng = rng_lock();
     let err = LookupIndex::new(&[0, 5], &[0, 3], &[3, 4], Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("field 1"), "{err}");
+}
+
+/// MLET's lookup projects outside autograd and `Embeddings::backward` carries the gradient:
+/// the rows' and projections' gradients must be autograd's through the definition
+/// `out[b, f] = T[i_bf] · P_f`, including gradients the loss gives them directly (an L2
+/// penalty) and a field whose batch has a single distinct row.
+#[test]
+fn mlet_backward_is_autograds_gradient_of_the_definition() {
+    let _rng = rng_lock();
+    tch::manual_seed(5);
+    let cards = [40usize, 6, 90];
+    let vs = nn::VarStore::new(Device::Cpu);
+    let emb = Embeddings::new(&(vs.root() / "emb"), &cards, &mlet_config(3, 5, 0.7)).unwrap();
+    let mut batch = random_batch(12, 0, &cards, 3);
+    // field 1 only ever looks up row 0: one distinct row; field 2's ids all in range
+    for row in batch.cat.chunks_mut(3) {
+        row[1] = 0;
+    }
+    let index =
+        LookupIndex::new(&batch.cat, emb.offsets(), emb.cardinalities(), Device::Cpu).unwrap();
+    let target = Tensor::randn([12, 3, 3], (Kind::Float, Device::Cpu));
+    let loss_of = |out: &Tensor, rows: &Tensor, p: &Tensor| {
+        (out.tanh() - &target).square().sum(Kind::Float)
+            + rows.square().sum(Kind::Float) * 0.3
+            + p.square().sum(Kind::Float) * 0.2
+    };
+    let p = emb.projection.as_ref().unwrap();
+
+    // the definition, all in autograd
+    let rows_ref = emb
+        .table
+        .index_select(0, &index.unique)
+        .detach()
+        .set_requires_grad(true);
+    let p_ref = p.detach().copy().set_requires_grad(true);
+    let gathered = rows_ref.index_select(0, &index.inverse).view([12, 3, 5]);
+    let out_ref = Tensor::einsum("bfk,fkd->bfd", &[&gathered, &p_ref], None::<&[i64]>);
+    loss_of(&out_ref, &rows_ref, &p_ref).backward();
+
+    let lookup = emb.lookup(&index);
+    assert!(lookup.output.allclose(&out_ref, 1e-6, 1e-6, false));
+    loss_of(&lookup.output, &lookup.rows, p).backward();
+    emb.backward(&lookup);
+    for (name, got, want) in [
+        ("rows", lookup.rows.grad(), rows_ref.grad()),
+        ("projection", p.grad(), p_ref.grad()),
+    ] {
+        let err = (&got - &want).abs().max().double_value(&[]);
+        let scale = want.abs().max().double_value(&[]);
+        assert!(err <= 1e-5 * scale, "{name}: max |Δ| {err} (scale {scale})");
+    }
 }

@@ -305,11 +305,7 @@ for slot in {slots:?}:
             .set_requires_grad(true);
         let gathered = rows.index_select(0, &index.inverse);
         (gathered * &upstream[s]).sum(dtype).backward();
-        let lookup_rows = Lookup {
-            output: rows.shallow_clone(),
-            rows,
-            unique: index.unique.shallow_clone(),
-        };
+        let lookup_rows = Lookup::new(rows.shallow_clone(), rows, index.unique.shallow_clone());
         let before = table.copy();
         opt.step(&[SparseGrad {
             name: "emb",
@@ -619,7 +615,7 @@ fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
         tch::Reduction::Mean,
     );
     opt.zero_grad();
-    loss.backward();
+    model.backward(&loss, &forward.lookups);
     let table = &model.embeddings.table;
     let table0 = table.copy();
     let rows = Vec::<i64>::try_from(&index.embedding.unique).unwrap();

@@ -83,6 +83,7 @@ fn sgd_step(lr: f64, cards: &[usize], d: usize, k: usize) -> Vec<FieldStep> {
     let lookup = emb.lookup(&index);
     opt.zero_grad();
     loss_of(&lookup.output).backward();
+    emb.backward(&lookup);
     opt.step(&[SparseGrad {
         name: "emb",
         table: &emb.table,

@@ -401,6 +401,20 @@ impl EmbeddingConfig {
     /// σ of MLET's projection when none is given: the paper's DLRM setting.
     pub const DEFAULT_INIT_STD: f64 = 0.25;
 
+    /// What an `embedding:` section with only `dim`, `kind` and `k` gives.
+    pub fn new(dim: usize, kind: EmbeddingKind, k: Option<usize>) -> EmbeddingConfig {
+        EmbeddingConfig {
+            dim,
+            kind,
+            k,
+            init_std: default_init_std(),
+            table_init: TableInit::default(),
+            table_std: default_table_std(),
+            sets: one(),
+            hash: None,
+        }
+    }
+
     /// The inner width of the trained table: k for MLET, d otherwise.
     pub fn width(&self) -> usize {
         match self.kind {

@@ -265,6 +265,7 @@ fn valid_run_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{EmbeddingConfig, EmbeddingKind};
 
     const BASE: &str = "
 name: t
@@ -286,6 +287,16 @@ embedding: {dim: 8}
         // grid axis values with separators are made file-safe in run names
         let runs = parse_runs(&format!("{BASE}grid:\n  data.cache: [../a/b]\n")).unwrap();
         assert!(valid_run_name(&runs[0].run), "{}", runs[0].run);
+    }
+
+    #[test]
+    fn embedding_constructor_is_the_yaml_defaults() {
+        let text = format!("{BASE}runs:\n  - name: m\n    embedding: {{kind: mlet, k: 16}}\n");
+        let runs = parse_runs(&text).unwrap();
+        assert_eq!(
+            runs[0].config.embedding,
+            EmbeddingConfig::new(8, EmbeddingKind::Mlet, Some(16))
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub struct LookupIndex {
     pub unique: Tensor,
     /// `[B·F]` positions into `unique`.
     pub inverse: Tensor,
+    /// How many of `unique` fall in each table (they are sorted, so each table's rows are one
+    /// run of `unique`): MLET projects each run with its table's projection.
+    pub per_table: Vec<i64>,
 }
 
 impl LookupIndex {
@@ -21,6 +24,7 @@ impl LookupIndex {
             batch: self.batch,
             unique: self.unique.shallow_clone(),
             inverse: self.inverse.shallow_clone(),
+            per_table: self.per_table.clone(),
         }
     }
 
@@ -78,8 +82,18 @@ impl LookupIndex {
             }
             inverse[pos as usize] = unique.len() as i64 - 1;
         }
+        let ends = offsets.iter().zip(rows).map(|(&off, &n)| off + n);
+        let per_table = ends
+            .scan(0usize, |start, end| {
+                let stop = *start + unique[*start..].partition_point(|&r| r < end);
+                let count = (stop - *start) as i64;
+                *start = stop;
+                Some(count)
+            })
+            .collect();
         Ok(LookupIndex {
             batch: (local.len() / fields) as i64,
+            per_table,
             unique: Tensor::from_slice(&unique).to_device(device),
             inverse: Tensor::from_slice(&inverse).to_device(device),
         })

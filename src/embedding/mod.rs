@@ -85,6 +85,27 @@ pub struct Lookup {
     /// `[U]` the table rows `rows` were gathered from (the index's `unique`): where the
     /// optimizer writes their update, whatever table this lookup read.
     pub unique: Tensor,
+    /// MLET: the distinct rows projected (`[U, d]`), the leaf `output` is gathered from; its
+    /// gradient reaches `rows` and the projections through `Embeddings::backward`.
+    projected: Option<Projected>,
+}
+
+struct Projected {
+    rows: Tensor,
+    per_table: Vec<i64>,
+}
+
+impl Lookup {
+    /// A lookup without a projection: `output` gathered from the leaf `rows`, which are the
+    /// rows `unique` of their table.
+    pub fn new(output: Tensor, rows: Tensor, unique: Tensor) -> Lookup {
+        Lookup {
+            output,
+            rows,
+            unique,
+            projected: None,
+        }
+    }
 }
 
 impl Embeddings {
@@ -231,20 +252,74 @@ impl Embeddings {
 
     /// Looks up a batch through a fresh leaf of its distinct rows (the training path; under
     /// `no_grad` it is also the evaluation path).
+    ///
+    /// MLET projects each distinct row once, before the batch's rows are gathered (the gather
+    /// then moves d floats per lookup rather than k, and the projection costs U·k·d rather than
+    /// B·F·k·d), with one matrix product per table written in place. That product is outside
+    /// autograd: per-table nodes would cost more than the arithmetic, so `backward` carries its
+    /// gradient after `backward()` of the loss.
     pub fn lookup(&self, index: &LookupIndex) -> Lookup {
         let rows = self
             .table
             .index_select(0, &index.unique)
             .detach()
             .set_requires_grad(true);
-        let gathered =
-            rows.index_select(0, &index.inverse)
-                .view([index.batch, self.num_tables() as i64, -1]);
+        let (distinct, projected) = match &self.projection {
+            None => (rows.shallow_clone(), None),
+            Some(p) => {
+                let leaf = tch::no_grad(|| project_runs(&rows, &index.per_table, p))
+                    .set_requires_grad(true);
+                let projected = Projected {
+                    rows: leaf.shallow_clone(),
+                    per_table: index.per_table.clone(),
+                };
+                (leaf, Some(projected))
+            }
+        };
+        let output = distinct.index_select(0, &index.inverse).view([
+            index.batch,
+            self.num_tables() as i64,
+            -1,
+        ]);
         Lookup {
-            output: self.project(gathered),
+            output,
             rows,
             unique: index.unique.shallow_clone(),
+            projected,
         }
+    }
+
+    /// After `backward()` of a loss over `lookup.output`: carries the projected rows' gradient
+    /// through MLET's projections, adding `G_t · P_tᵀ` to the gradient of `lookup.rows` and
+    /// `R_tᵀ · G_t` to that of each projection `P_t` (t: a table, R_t and G_t its rows and
+    /// their gradient), as autograd would. Nothing for single-layer tables.
+    pub fn backward(&self, lookup: &Lookup) {
+        let (Some(p), Some(projected)) = (&self.projection, &lookup.projected) else {
+            return;
+        };
+        let g = projected.rows.grad();
+        if !g.defined() {
+            return;
+        }
+        let (rows_grad, projection_grad) = tch::no_grad(|| {
+            let rows = lookup.rows.detach();
+            let rows_grad = Tensor::empty_like(&rows);
+            let projection_grad = p.zeros_like();
+            let mut start = 0;
+            for (t, &n) in projected.per_table.iter().enumerate() {
+                let (run, run_grad) = (rows.narrow(0, start, n), g.narrow(0, start, n));
+                let p_t = p.get(t as i64);
+                let _ = run_grad.mm_out(&rows_grad.narrow(0, start, n), &p_t.tr());
+                let _ = run.tr().mm_out(&projection_grad.get(t as i64), &run_grad);
+                start += n;
+            }
+            (rows_grad, projection_grad)
+        });
+        // accumulated by autograd itself (d/dx Σ x·c = c exactly), so that a gradient the
+        // loss already gave these leaves (an L2 penalty) adds up as in one backward pass
+        let surrogate =
+            (&lookup.rows * rows_grad).sum(Kind::Float) + (p * projection_grad).sum(Kind::Float);
+        surrogate.backward();
     }
 
     /// Looks up `[B, F]` field-local indices held in a tensor (the export path: no host-side
@@ -342,7 +417,21 @@ impl Embeddings {
     }
 }
 
-/// `values` as a `[1, F]` tensor on the table's device.
+/// `[U, k]` rows, sorted by table with `per_table[t]` of table t, times their table's `[k, d]`
+/// projection: one matrix product per table, as `collapse` computes the whole table.
+fn project_runs(rows: &Tensor, per_table: &[i64], projection: &Tensor) -> Tensor {
+    let d = projection.size()[2];
+    let out = rows.new_empty([rows.size()[0], d], (rows.kind(), rows.device()));
+    let mut start = 0;
+    for (t, &n) in per_table.iter().enumerate() {
+        let _ = rows
+            .narrow(0, start, n)
+            .mm_out(&out.narrow(0, start, n), &projection.get(t as i64));
+        start += n;
+    }
+    out
+}
+
 /// Refuses tables that cannot fit before libtorch is asked for them: a failed allocation of
 /// that size panics inside tch, and an overcommitted one gets the process killed later.
 fn check_memory(
@@ -425,6 +514,7 @@ pub fn human_bytes(bytes: u128) -> String {
     }
 }
 
+/// `values` as a `[1, F]` tensor on the table's device.
 fn as_row(values: &[i64], table: &Tensor) -> Tensor {
     Tensor::from_slice(values)
         .to_device(table.device())

@@ -224,6 +224,15 @@ impl CtrModel {
         Ok(BatchIndex { embedding, linear })
     }
 
+    /// The gradients of `loss` (made from `lookups`, this model's `forward`) for every parameter
+    /// and every lookup's rows: autograd's pass, then MLET's projections (`Embeddings::backward`).
+    pub fn backward(&self, loss: &Tensor, lookups: &[Lookup]) {
+        loss.backward();
+        for ((_, table), lookup) in self.sparse_tables().into_iter().zip(lookups) {
+            table.backward(lookup);
+        }
+    }
+
     /// Logits for a batch, plus the lookups whose rows carry the tables' sparse gradients.
     pub fn forward(&self, dense: &Tensor, index: &BatchIndex, train: bool) -> Forward {
         let emb = self.embeddings.lookup(&index.embedding);

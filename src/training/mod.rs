@@ -6,6 +6,7 @@ mod early_stop;
 mod evaluation;
 mod optimizer;
 mod progress;
+mod row_update;
 mod run_dir;
 mod run_lock;
 mod run_metrics;

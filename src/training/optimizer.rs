@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
+use super::row_update::{RowRule, RowUpdate};
 use crate::config::{OptimizerConfig, OptimizerKind};
 use crate::embedding::Lookup;
 use crate::models::{CtrModel, EMBEDDING_PATH, LINEAR_PATH};
@@ -228,47 +229,34 @@ impl Optimizer {
         let c = self.config.clone();
         let lr = self.lr_of(name);
         let eps = self.eps();
-        let g = if c.weight_decay != 0.0 {
-            // a departure from torch (which refuses weight decay with sparse gradients): the
-            // decay of the touched rows only, so that the update stays sparse
-            g + table.index_select(0, rows) * c.weight_decay
-        } else {
-            g.shallow_clone()
-        };
-        let update = match c.kind {
-            OptimizerKind::Sgd => g * -lr,
+        let (rule, state) = match c.kind {
+            OptimizerKind::Sgd => (RowRule::Sgd { lr }, vec![]),
             OptimizerKind::Adagrad => {
-                // torch.optim.Adagrad's sparse branch:
-                //   state_sum.add_(sparse(g²)); std = state_sum.sparse_mask(grad).sqrt_().add_(eps)
-                //   param.add_(sparse(g / std), alpha=-lr)
-                let mut sum =
+                let sum =
                     self.state_like(format!("{name}.sum"), table, c.initial_accumulator_value);
-                let _ = sum.index_add_(0, rows, &g.square());
-                let std = sum.index_select(0, rows).sqrt() + eps;
-                (g / std) * -lr
+                (RowRule::Adagrad { lr, eps }, vec![sum])
             }
             OptimizerKind::Adam => {
-                // torch.optim._functional.sparse_adam, step by step
-                let [b1, b2] = c.betas;
+                let [beta1, beta2] = c.betas;
                 let step = self.next_step(name) as f64;
-                let mut m = self.state_like(format!("{name}.exp_avg"), table, 0.0);
-                let mut v = self.state_like(format!("{name}.exp_avg_sq"), table, 0.0);
-                let old_m = m.index_select(0, rows);
-                let m_update = (&g - &old_m) * (1.0 - b1);
-                let _ = m.index_add_(0, rows, &m_update);
-                let old_v = v.index_select(0, rows);
-                let v_update = (g.square() - &old_v) * (1.0 - b2);
-                let _ = v.index_add_(0, rows, &v_update);
-                let numer = m_update + old_m;
-                let denom = (v_update + old_v).sqrt() + eps;
-                let bc1 = 1.0 - b1.powf(step);
-                let bc2 = 1.0 - b2.powf(step);
-                let step_size = lr * bc2.sqrt() / bc1;
-                (numer / denom) * -step_size
+                let m = self.state_like(format!("{name}.exp_avg"), table, 0.0);
+                let v = self.state_like(format!("{name}.exp_avg_sq"), table, 0.0);
+                let (bc1, bc2) = (1.0 - beta1.powf(step), 1.0 - beta2.powf(step));
+                let rule = RowRule::Adam {
+                    beta1,
+                    beta2,
+                    eps,
+                    step_size: lr * bc2.sqrt() / bc1,
+                };
+                (rule, vec![m, v])
             }
         };
-        let mut table = table.shallow_clone();
-        let _ = table.index_add_(0, rows, &update);
+        RowUpdate {
+            rule,
+            weight_decay: c.weight_decay,
+            state: &state,
+        }
+        .apply(table, rows, g);
     }
 
     /// Everything needed to continue training exactly: the state tensors (`state.<param>.<slot>`),

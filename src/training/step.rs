@@ -49,7 +49,7 @@ pub fn train_step(
         None => data_loss.shallow_clone(),
     };
     optimizer.zero_grad();
-    loss.backward();
+    model.backward(&loss, &forward.lookups);
     // per example, whatever the reduction
     let loss_value = data_loss.double_value(&[]) / reduction_scale(reduction, batch.size);
     if loss_value.is_finite() {

@@ -1,0 +1,181 @@
+//! MLET's overhead: the training-step time of an MLET table (k = 64) against a single-layer table
+//! (d = 16) in the same model, for DLRM (paper config, batch 128, SGD 0.2) and DeepFM (batch 256,
+//! Adagrad 0.02, DeepCTR's defaults). The target is ≤ 1.15×.
+//!
+//! Batches come from `mlet data synth`'s generator (Criteo's 26 fields at the sizes of a 1M-row
+//! synthetic set, Zipf-distributed values), so a batch touches as many distinct rows as real
+//! training does. Both models are built once; rounds alternate which goes first, and each round
+//! gives the ratio of the two median step times (process CPU time, steadier than wall time on a
+//! shared machine); the reported ratio is the median over rounds.
+use std::time::Instant;
+use tch::Device;
+
+use mlet::config::{
+    DeepfmConfig, DlrmConfig, EmbeddingConfig, EmbeddingKind, Family, ModelConfig, TrainingConfig,
+};
+use mlet::data::{synthetic_cardinalities, Batch, SynthConfig, Synthesizer};
+use mlet::models::{CtrModel, InputShape};
+use mlet::training::{train_step, Optimizer};
+
+use crate::multi_embedding::{cpu_ms, median};
+
+/// The synthetic data set whose value distributions the batches follow.
+const SYNTH_ROWS: usize = 1_000_000;
+const DIM: usize = 16;
+const MLET_K: usize = 64;
+
+pub struct Settings {
+    /// Alternating rounds; each times `steps` steps of both kinds after `warmup` untimed ones.
+    pub rounds: usize,
+    pub warmup: usize,
+    pub steps: usize,
+    pub threads: usize,
+}
+
+struct Workload {
+    name: &'static str,
+    model: ModelConfig,
+    family: Family,
+}
+
+fn workloads() -> [Workload; 2] {
+    [
+        Workload {
+            name: "dlrm b128 sgd",
+            model: ModelConfig::Dlrm(DlrmConfig::default()),
+            family: Family::Dlrm,
+        },
+        Workload {
+            name: "deepfm b256 adagrad",
+            model: ModelConfig::Deepfm(DeepfmConfig::default()),
+            family: Family::DeepCtr,
+        },
+    ]
+}
+
+/// `count` batches of `size` synthetic rows: a field's id is its value's Zipf rank (0 when
+/// missing), dense features log-scaled as `mlet data prepare` does by default.
+fn batches(count: usize, size: usize) -> (Vec<Batch>, Vec<usize>) {
+    let synth = Synthesizer::new(&SynthConfig {
+        rows: SYNTH_ROWS,
+        seed: 7,
+    })
+    .expect("synthetic generator");
+    let cards: Vec<usize> = synthetic_cardinalities(SYNTH_ROWS)
+        .iter()
+        .map(|&n| n as usize + 1)
+        .collect();
+    let mut rows = (0..synth.num_chunks()).flat_map(|c| synth.chunk(c));
+    let out = (0..count)
+        .map(|_| {
+            let mut b = Batch {
+                size,
+                ..Default::default()
+            };
+            for row in rows.by_ref().take(size) {
+                b.dense.extend(
+                    row.dense
+                        .iter()
+                        .map(|v| v.map_or(0.0, |x| (x.max(0) as f32 + 1.0).ln())),
+                );
+                b.cat
+                    .extend(row.rank.iter().map(|r| r.map_or(0, |r| r as i64)));
+                b.label.push(row.label as f32);
+            }
+            b
+        })
+        .collect();
+    (out, cards)
+}
+
+struct Trainee {
+    model: CtrModel,
+    optimizer: Optimizer,
+}
+
+fn trainee(w: &Workload, kind: EmbeddingKind, cards: &[usize]) -> Trainee {
+    tch::manual_seed(1);
+    let shape = InputShape {
+        num_dense: 13,
+        cardinalities: cards.to_vec(),
+        hashed: Vec::new(),
+    };
+    let emb = EmbeddingConfig::new(DIM, kind, Some(MLET_K));
+    let model = CtrModel::new(&w.model, &emb, &shape, Device::Cpu).expect("model");
+    let optimizer = Optimizer::new(&w.family.optimizer(), &model.vs);
+    Trainee { model, optimizer }
+}
+
+/// Median CPU milliseconds of the steps over `batches`.
+fn time_steps(t: &mut Trainee, batches: &[Batch], training: &TrainingConfig, w: &Workload) -> f64 {
+    let l2 = w.model.l2();
+    let times = batches
+        .iter()
+        .map(|b| {
+            let start = cpu_ms();
+            train_step(
+                &t.model,
+                &mut t.optimizer,
+                b,
+                Device::Cpu,
+                training.loss_reduction,
+                &l2,
+            )
+            .expect("step");
+            cpu_ms() - start
+        })
+        .collect();
+    median(times)
+}
+
+pub fn run(s: &Settings) {
+    tch::set_num_threads(s.threads as i32);
+    println!(
+        "\nMLET overhead: step time of MLET (k = {MLET_K}) / single-layer (d = {DIM}), {} \
+         thread(s), {} rounds x {} steps, median CPU ms per step (target ratio <= 1.15)",
+        s.threads, s.rounds, s.steps
+    );
+    println!(
+        "{:<20} {:>10} {:>10} {:>8} {:>14}",
+        "workload", "single", "mlet", "ratio", "ratio range"
+    );
+    for w in workloads() {
+        let training = w.family.training();
+        let per_round = s.warmup + s.steps;
+        let (data, cards) = batches(s.rounds * per_round, training.batch_size);
+        let mut single = trainee(&w, EmbeddingKind::Single, &cards);
+        let mut mlet = trainee(&w, EmbeddingKind::Mlet, &cards);
+        let wall = Instant::now();
+        let (mut single_ms, mut mlet_ms, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for (round, chunk) in data.chunks(per_round).enumerate() {
+            let (warm, timed) = chunk.split_at(s.warmup);
+            let measure = |t: &mut Trainee| {
+                time_steps(t, warm, &training, &w);
+                time_steps(t, timed, &training, &w)
+            };
+            let (a, b) = if round % 2 == 0 {
+                let a = measure(&mut single);
+                (a, measure(&mut mlet))
+            } else {
+                let b = measure(&mut mlet);
+                (measure(&mut single), b)
+            };
+            single_ms.push(a);
+            mlet_ms.push(b);
+            ratios.push(b / a);
+        }
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        println!(
+            "{:<20} {:>8.2}ms {:>8.2}ms {:>8.3} {:>6.2}-{:<6.2} ({:.0} s)",
+            w.name,
+            median(single_ms),
+            median(mlet_ms),
+            median(ratios),
+            lo,
+            hi,
+            wall.elapsed().as_secs_f64()
+        );
+    }
+}
