@@ -301,25 +301,39 @@ impl Embeddings {
         if !g.defined() {
             return;
         }
-        let (rows_grad, projection_grad) = tch::no_grad(|| {
+        // accumulate straight into a gradient the leaf already has (from the next step on, or
+        // from an L2 penalty); a leaf without one gets it through autograd itself, with a
+        // surrogate Σ x·c whose gradient is exactly c
+        let target = |leaf: &Tensor| {
+            let grad = leaf.grad();
+            let missing = !grad.defined();
+            (if missing { leaf.zeros_like() } else { grad }, missing)
+        };
+        let (rows_grad, rows_missing) = target(&lookup.rows);
+        let (projection_grad, projection_missing) = target(p);
+        tch::no_grad(|| {
             let rows = lookup.rows.detach();
-            let rows_grad = Tensor::empty_like(&rows);
-            let projection_grad = p.zeros_like();
             let mut start = 0;
             for (t, &n) in projected.per_table.iter().enumerate() {
                 let (run, run_grad) = (rows.narrow(0, start, n), g.narrow(0, start, n));
-                let p_t = p.get(t as i64);
-                let _ = run_grad.mm_out(&rows_grad.narrow(0, start, n), &p_t.tr());
-                let _ = run.tr().mm_out(&projection_grad.get(t as i64), &run_grad);
+                let _ = rows_grad
+                    .narrow(0, start, n)
+                    .addmm_(&run_grad, &p.get(t as i64).tr());
+                let _ = projection_grad.get(t as i64).addmm_(&run.tr(), &run_grad);
                 start += n;
             }
-            (rows_grad, projection_grad)
         });
-        // accumulated by autograd itself (d/dx Σ x·c = c exactly), so that a gradient the
-        // loss already gave these leaves (an L2 penalty) adds up as in one backward pass
-        let surrogate =
-            (&lookup.rows * rows_grad).sum(Kind::Float) + (p * projection_grad).sum(Kind::Float);
-        surrogate.backward();
+        let surrogates: Vec<Tensor> = [
+            (rows_missing, &lookup.rows, rows_grad),
+            (projection_missing, p, projection_grad),
+        ]
+        .into_iter()
+        .filter(|(missing, _, _)| *missing)
+        .map(|(_, leaf, grad)| (leaf * grad).sum(Kind::Float))
+        .collect();
+        if let Some(surrogate) = surrogates.into_iter().reduce(|a, b| a + b) {
+            surrogate.backward();
+        }
     }
 
     /// Looks up `[B, F]` field-local indices held in a tensor (the export path: no host-side
