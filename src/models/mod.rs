@@ -293,13 +293,14 @@ impl CtrModel {
     }
 
     /// An upper bound on the bytes per example of an inference forward pass: the lookup's
-    /// indices and gathered rows (k wide for MLET), the projected embeddings, the linear
-    /// part's weights, the dense features and the network's activations.
+    /// indices, its rows three times (the distinct rows, every id's row, and the projection's
+    /// reordered copy; k wide for MLET), the embeddings twice, the linear part's weights and
+    /// the network's activations.
     pub fn eval_bytes_per_row(&self) -> usize {
         let emb = &self.embeddings;
         let tables = emb.num_tables();
         let width = emb.table.size()[1] as usize;
-        let floats = tables * (width + emb.dim() as usize)
+        let floats = tables * (3 * width + 2 * emb.dim() as usize)
             + self.linear.as_ref().map_or(0, |l| 2 * l.num_tables())
             + self.network.activation_floats_per_row();
         // each lookup index: the unique rows and every id's position among them (int64)

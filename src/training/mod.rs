@@ -15,7 +15,9 @@ mod step;
 mod trainer;
 
 pub use checkpoint::torch_rng_lock;
-pub use device::{describe as describe_device, parse_device};
+pub use device::{
+    describe as describe_device, load_cuda_library, load_cuda_library_if_driver, parse_device,
+};
 pub use early_stop::{BEST_WEIGHTS, EPOCHS_HEADER, EPOCHS_LOG};
 pub use evaluation::{eval_batch_size, evaluate_split, evaluate_trained, predict, Evaluation};
 pub use memory::{peak_rss_bytes, MemoryBudget, PhasePeak};
