@@ -1,7 +1,9 @@
-//! Makes the `mlet` binaries find libtorch at run time without `LD_LIBRARY_PATH`, and keeps
-//! libtorch's CUDA library linked even though no symbol of it is referenced directly (otherwise
-//! the linker's `--as-needed` drops it and `Cuda::is_available()` is false on a GPU machine;
-//! tch-rs issues 177, 907, 980).
+//! Makes the `mlet` binaries find libtorch at run time without `LD_LIBRARY_PATH`. libtorch's CUDA
+//! library (`libtorch_cuda.so`, and `libtorch.so`, which only pulls it in) is deliberately not
+//! linked: loading it with its CUDA dependencies costs about 260 MB of resident memory in every
+//! process, GPU or not. `training::device` loads it at run time where a GPU driver is present,
+//! before libtorch is asked about CUDA (without it `Cuda::is_available()` is false on a GPU
+//! machine; tch-rs issues 177, 907, 980), from the directory recorded here.
 use std::path::Path;
 
 fn main() {
@@ -31,8 +33,9 @@ fn main() {
         return;
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    println!("cargo:rustc-env=MLET_TORCH_LIB_DIR={lib_dir}");
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-    for lib in ["torch_cuda", "torch_cpu", "torch", "c10"] {
+    for lib in ["torch_cpu", "c10"] {
         if Path::new(&lib_dir).join(format!("lib{lib}.so")).exists() {
             println!("cargo:rustc-link-arg=-L{lib_dir}");
             println!("cargo:rustc-link-arg=-l{lib}");

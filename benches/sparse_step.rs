@@ -1,10 +1,12 @@
 //! Training-step time of DLRM with one huge categorical field: 10^4 vs 10^7 rows, single-layer
 //! and MLET. With sparse embedding updates the step time must not grow with the table size.
 //! Then the multi-embedding part (`multi_embedding/mod.rs`): DCNv2 and DNN with M = 1, 2, 4, 10
-//! embedding sets against single embedding of the same total size.
+//! embedding sets against single embedding of the same total size. Then the memory part
+//! (`memory/mod.rs`): peak resident memory of three whole runs against their budget.
 //!
 //! `make bench` (or `cargo bench --bench sparse_step`); prints the median of several timed steps.
-//! Arguments after `--`: `dlrm` or `multi` (only that part), `--batch N`, `--warmup N`,
+//! Arguments after `--`: `dlrm`, `multi` or `memory` (only that part), `--rows N` and
+//! `--max-steps N` (of the memory part), `--batch N`, `--warmup N`,
 //! `--steps N`, `--threads N` (of the multi-embedding part), `--csv PATH` (its CSV).
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,6 +20,7 @@ use mlet::data::Batch;
 use mlet::models::{CtrModel, InputShape};
 use mlet::training::{train_step, Optimizer};
 
+mod memory;
 mod multi_embedding;
 mod overhead;
 
@@ -139,6 +142,12 @@ fn main() {
         threads: 2,
     };
     let mut parts: Vec<String> = Vec::new();
+    let mut mem = memory::Settings {
+        rows: 1_000_000,
+        max_steps: 300,
+        threads: 1,
+        dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/memory"),
+    };
     let mut args = std::env::args().skip(1);
     let number = |v: Option<String>, flag: &str| -> usize {
         v.and_then(|v| v.parse().ok())
@@ -148,8 +157,10 @@ fn main() {
         match a.as_str() {
             // cargo bench passes --bench to harness-less benches
             "--bench" => {}
-            "dlrm" | "multi" | "overhead" => parts.push(a),
+            "dlrm" | "multi" | "overhead" | "memory" => parts.push(a),
             "--rounds" => mlet_overhead.rounds = number(args.next(), "--rounds").max(1),
+            "--rows" => mem.rows = number(args.next(), "--rows").max(1000),
+            "--max-steps" => mem.max_steps = number(args.next(), "--max-steps").max(1),
             "--batch" => me.batch = number(args.next(), "--batch"),
             "--warmup" => me.warmup = number(args.next(), "--warmup"),
             "--steps" => me.steps = number(args.next(), "--steps").max(1),
@@ -159,8 +170,9 @@ fn main() {
             }
             "--csv" => me.csv = args.next().expect("--csv takes a path").into(),
             other => panic!(
-                "unknown argument {other:?} (dlrm, multi, overhead, --batch N, --warmup N, \
-                 --steps N, --threads N, --rounds N, --csv PATH)"
+                "unknown argument {other:?} (dlrm, multi, overhead, memory, --batch N, \
+                 --warmup N, --steps N, --threads N, --rounds N, --csv PATH, --rows N, \
+                 --max-steps N)"
             ),
         }
     }
@@ -173,5 +185,8 @@ fn main() {
     }
     if wanted("multi") {
         multi_embedding::run(&me);
+    }
+    if wanted("memory") {
+        memory::run(&mem);
     }
 }

@@ -20,5 +20,6 @@ pub mod models;
 pub mod plots;
 pub mod results;
 pub mod serve;
+pub mod tensor_file;
 mod torch_error;
 pub mod training;

@@ -45,6 +45,9 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // libtorch's CUDA support is loaded only on machines that can use it (see
+    // training::device), before any libtorch call
+    mlet::training::load_cuda_library_if_driver();
     let args = Cli::parse();
     let verbosity = cli::Verbosity::new(args.quiet, args.verbose);
     let result = match args.command {

@@ -17,7 +17,7 @@ use crate::data::{Dataset, Split};
 use crate::export::{load_run, LoadedRun};
 use crate::metrics::{self, Metrics};
 use crate::results::{model_dataset_pairs, read_results_csv, ResultRow};
-use crate::training::predict;
+use crate::training::{eval_batch_size, predict};
 
 /// A grid's finished runs (`<grid_dir>/results.csv`), which must all be of one model on one
 /// data set (`what` names the table being built, for the errors). Returns the rows, the model
@@ -130,7 +130,7 @@ impl AnalysisRun {
         if data.len == 0 {
             bail!("{}: the test split is empty", dataset.dir().display());
         }
-        let batch = self.run.config.eval.batch_size;
+        let batch = eval_batch_size(&self.run.config.eval, &self.run.model);
         let logits = predict(&self.run.model, &data, batch, None, self.device)?;
         metrics::evaluate(&logits, data.label).context("evaluating the test split")
     }

@@ -646,15 +646,24 @@ impl Family {
     }
 }
 
+/// `eval`: how evaluation batches are sized.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
+    /// The most rows per evaluation batch.
     pub batch_size: usize,
+    /// The most memory (MiB) a batch's activations may take, by the model's own estimate per
+    /// row (`CtrModel::eval_bytes_per_row`): a model with large intermediates (xDeepFM's CIN)
+    /// gets fewer than `batch_size` rows per batch.
+    pub memory_mb: usize,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { batch_size: 8192 }
+        EvalConfig {
+            batch_size: 8192,
+            memory_mb: 64,
+        }
     }
 }
 
@@ -744,6 +753,13 @@ impl RunConfig {
         }
         if self.eval.batch_size == 0 {
             return Err("eval.batch_size: must be at least 1".into());
+        }
+        if self.eval.memory_mb == 0 {
+            return Err(
+                "eval.memory_mb: must be at least 1 (MiB that one evaluation batch's activations \
+                 may take)"
+                    .into(),
+            );
         }
         let d = &self.data;
         if d.synthetic.is_some() && d.raw.is_some() {

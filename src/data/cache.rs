@@ -318,6 +318,19 @@ impl Dataset {
         self.meta.num_fields()
     }
 
+    /// Bytes of every mapped file (the splits' arrays and the frequency counts): what the cache
+    /// adds to a process's resident memory once all of it has been read.
+    pub fn mapped_bytes(&self) -> u64 {
+        let splits = self
+            .splits
+            .iter()
+            .flat_map(|m| [&m.dense, &m.cat, &m.label]);
+        splits
+            .chain([&self.freq])
+            .map(|r| r.bytes().len() as u64)
+            .sum()
+    }
+
     /// Training counts of every category, fields concatenated in order (see `freq.u32`).
     pub fn train_frequencies(&self) -> &[u32] {
         self.freq.as_u32()

@@ -32,6 +32,9 @@ use tch::{nn, Kind, Tensor};
 
 use crate::config::{EmbeddingConfig, EmbeddingKind};
 
+/// Rows of a table collapsed per matrix product (16 MiB of k = 64 rows in f32).
+const COLLAPSE_BLOCK_ROWS: i64 = 1 << 16;
+
 /// VarStore names, also used by the optimizer to find the sparse table.
 pub const TABLE: &str = "table";
 pub const PROJECTION: &str = "projection";
@@ -389,20 +392,44 @@ impl Embeddings {
         }
     }
 
-    /// The plain `[Σn, d]` tables this embedding computes (`T_f · P_f` for MLET).
+    /// The plain `[Σn, d]` tables this embedding computes (`T_f · P_f` for MLET), in a table of
+    /// their own.
     pub fn collapse(&self) -> Embeddings {
-        let table = tch::no_grad(|| match &self.projection {
-            None => self.table.copy(),
-            Some(p) => {
-                let parts: Vec<Tensor> = (0..self.num_tables())
-                    .map(|f| {
-                        let (off, n) = (self.offsets[f], self.cardinalities[f]);
-                        self.table.narrow(0, off, n).matmul(&p.get(f as i64))
-                    })
-                    .collect();
-                Tensor::cat(&parts, 0)
+        match &self.projection {
+            None => self.with_table(tch::no_grad(|| self.table.copy())),
+            Some(_) => self.collapse_shared(),
+        }
+    }
+
+    /// As `collapse`, but single-layer tables, which have nothing to multiply, are shared with
+    /// `self` rather than copied (for a collapsed model that replaces or sits beside this one
+    /// and never writes to its table).
+    pub fn collapse_shared(&self) -> Embeddings {
+        let Some(p) = &self.projection else {
+            return self.with_table(self.table.shallow_clone());
+        };
+        let (rows, kind, device) = (self.table.size()[0], self.table.kind(), self.table.device());
+        let table = tch::no_grad(|| {
+            // written block by block into its place: no temporary of a whole table, and no
+            // second copy as concatenating per-table products made
+            let out = Tensor::empty([rows, self.dim], (kind, device));
+            for f in 0..self.num_tables() {
+                let (off, n) = (self.offsets[f], self.cardinalities[f]);
+                let projection = p.get(f as i64);
+                for start in (0..n).step_by(COLLAPSE_BLOCK_ROWS as usize) {
+                    let len = COLLAPSE_BLOCK_ROWS.min(n - start);
+                    let wide = self.table.narrow(0, off + start, len);
+                    out.narrow(0, off + start, len)
+                        .copy_(&wide.matmul(&projection));
+                }
             }
+            out
         });
+        self.with_table(table)
+    }
+
+    /// These embeddings' fields and sets over a plain `[Σn, d]` table.
+    fn with_table(&self, table: Tensor) -> Embeddings {
         Embeddings {
             dim: self.dim,
             sets: self.sets,

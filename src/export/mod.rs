@@ -371,8 +371,8 @@ fn memory_file() -> Option<(std::fs::File, PathBuf)> {
 fn write_tables(path: &Path, tables: &[(String, Tensor)]) -> Result<()> {
     let pending = PendingFile::new(path)?;
     match path.extension().and_then(|e| e.to_str()) {
-        Some("safetensors") => Tensor::write_safetensors(tables, &pending.tmp)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), brief(e)))?,
+        Some("safetensors") => crate::tensor_file::write_safetensors(tables, &pending.tmp)
+            .with_context(|| format!("cannot write {}", path.display()))?,
         Some("npz") => Tensor::write_npz(tables, &pending.tmp)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), brief(e)))?,
         _ => bail!(

@@ -47,6 +47,30 @@ impl Cin {
         }
     }
 
+    /// An upper bound on the floats per example that `forward` holds at once without autograd:
+    /// a layer's outer product `[H·F, d]` twice (it and a reordered copy for the product with
+    /// the weights), its output, the input maps and the outputs kept so far. What evaluation
+    /// batches are sized by; keep it an upper bound when `forward` changes.
+    pub fn activation_floats_per_row(
+        fields: usize,
+        dim: usize,
+        sizes: &[usize],
+        split_half: bool,
+    ) -> usize {
+        let (mut hidden, mut kept, mut largest) = (fields, 0, 0);
+        for (i, &size) in sizes.iter().enumerate() {
+            let layer = (2 * hidden * fields + hidden + size) * dim;
+            largest = largest.max(layer + kept);
+            kept += size * dim;
+            hidden = if split_half && i + 1 < sizes.len() {
+                size / 2
+            } else {
+                size
+            };
+        }
+        largest + fields * dim + Cin::output_width(sizes, split_half)
+    }
+
     /// `[B, F, d]` → `[B, output_width]`.
     pub fn forward(&self, x0: &Tensor) -> Tensor {
         let mut hidden = x0.shallow_clone();

@@ -200,6 +200,8 @@ pub struct DeepCtrModel {
     /// the rest.
     first_layers: Vec<Dnn>,
     head_l2: HeadL2,
+    /// `Network::activation_floats_per_row`, from the shapes.
+    activation_floats: usize,
 }
 
 impl DeepCtrModel {
@@ -226,6 +228,24 @@ impl DeepCtrModel {
             sets == 1 || stacked == 0,
             "one embedding set for an interaction stacked into dnn_linear"
         );
+        let hidden = deep.hidden;
+        // the interaction's intermediates; attention layers run one after another
+        let interaction_floats = match interaction {
+            Interaction::None => 0,
+            Interaction::Fm | Interaction::BiPooling { .. } => 2 * fields * dim,
+            Interaction::Cin { layer_size: [], .. } => 0,
+            Interaction::Cin {
+                layer_size,
+                split_half,
+                ..
+            } => sets * Cin::activation_floats_per_row(fields, dim, layer_size, split_half),
+            Interaction::Cross { layers, .. } => 3 * layers * flat,
+            Interaction::Attention { heads, .. } => 6 * fields * dim + 2 * heads * fields * fields,
+        };
+        let activation_floats = sets * (dnn_input + hidden.first().copied().unwrap_or(0))
+            + hidden.iter().sum::<usize>()
+            + stacked
+            + interaction_floats;
         // CIN and cross network first, the DNN next, attention layers last
         let mut built = match interaction {
             Interaction::None => Built::None,
@@ -271,7 +291,6 @@ impl DeepCtrModel {
             // built after the DNN
             Interaction::Attention { .. } => Built::Attention(Vec::new()),
         };
-        let hidden = deep.hidden;
         let (parts, first_layers) = if sets == 1 || hidden.is_empty() {
             let parts = DeepParts::new(path, shape.num_dense, dnn_input, &deep, hidden, stacked);
             (parts, Vec::new())
@@ -318,6 +337,7 @@ impl DeepCtrModel {
             interaction: built,
             first_layers,
             head_l2: deep.head_l2,
+            activation_floats,
         }
     }
 
@@ -395,6 +415,10 @@ impl Network for DeepCtrModel {
         }
         // the prediction bias: [B, 1] → logits [B] (DeepCTR's output is their sigmoid)
         (logit + &self.parts.out_bias).squeeze_dim(1)
+    }
+
+    fn activation_floats_per_row(&self) -> usize {
+        self.activation_floats
     }
 
     /// DeepCTR-Torch's penalties: `l2_reg_dnn` on the DNN weights (and on `dnn_linear` where

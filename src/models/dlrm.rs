@@ -12,6 +12,7 @@ pub struct Dlrm {
     bottom: Mlp,
     interaction: DotInteraction,
     top: Mlp,
+    activation_floats: usize,
 }
 
 impl Dlrm {
@@ -28,11 +29,16 @@ impl Dlrm {
             .chain(cfg.top_mlp.iter().copied())
             .chain(std::iter::once(1))
             .collect();
+        // both MLPs' layers, and the interaction's [F+1, d] stack and its Gram matrix
+        let activation_floats = bottom.iter().sum::<usize>()
+            + (fields + 1) * (dim + fields + 1)
+            + top.iter().sum::<usize>();
         Ok(Dlrm {
             // DLRM applies ReLU after the bottom MLP's last layer too.
             bottom: Mlp::new(&(path / "bottom"), &bottom, true),
             interaction: DotInteraction::new(fields, path.device()),
             top: Mlp::new(&(path / "top"), &top, false),
+            activation_floats,
         })
     }
 }
@@ -42,5 +48,9 @@ impl Network for Dlrm {
         let bottom = self.bottom.forward(x.dense);
         let z = self.interaction.forward(&bottom, x.emb);
         self.top.forward(&z).squeeze_dim(1)
+    }
+
+    fn activation_floats_per_row(&self) -> usize {
+        self.activation_floats
     }
 }

@@ -20,6 +20,8 @@ struct SetStreams {
 pub struct FinalMlp {
     sets: Vec<SetStreams>,
     fusion: InteractionAggregation,
+    /// `Network::activation_floats_per_row`, from the shapes.
+    activation_floats: usize,
 }
 
 impl FinalMlp {
@@ -47,7 +49,18 @@ impl FinalMlp {
             })
             .collect();
         let last = |h: &[usize]| *h.last().expect("validated: at least one layer");
+        let sum = |h: &[usize]| h.iter().sum::<usize>();
+        // per set: the input, both gated copies and the gates' hidden layers, both streams;
+        // then the fusion's x·W_xy
+        let per_set = 5 * width
+            + 2 * sum(&cfg.fs_hidden_units)
+            + sum(&cfg.stream1_hidden_units)
+            + sum(&cfg.stream2_hidden_units);
+        let activation_floats = shape.sets * per_set
+            + last(&cfg.stream1_hidden_units)
+            + last(&cfg.stream2_hidden_units);
         FinalMlp {
+            activation_floats,
             sets,
             fusion: InteractionAggregation::new(
                 &(path / "fusion"),
@@ -62,6 +75,10 @@ impl FinalMlp {
 }
 
 impl Network for FinalMlp {
+    fn activation_floats_per_row(&self) -> usize {
+        self.activation_floats
+    }
+
     fn forward(&self, x: &Features, train: bool) -> Tensor {
         let (mut first, mut second) = (Vec::new(), Vec::new());
         for (set, emb) in self.sets.iter().zip(x.set_embeddings()) {

@@ -47,6 +47,12 @@ pub trait Network {
     /// Logits `[B]`; `train` switches dropout on.
     fn forward(&self, x: &Features, train: bool) -> Tensor;
 
+    /// An upper bound on the floats per example an inference forward pass holds at once, the
+    /// embeddings it is given aside (the sum of every intermediate's width will do; what
+    /// matters is the large ones, such as the CIN's outer products). Evaluation batches are
+    /// sized by it (`CtrModel::eval_bytes_per_row`).
+    fn activation_floats_per_row(&self) -> usize;
+
     /// The L2 penalty of the network's own weights (DNN, cross, CIN), added to the loss.
     fn l2_penalty(&self) -> Option<Tensor> {
         None
@@ -295,8 +301,24 @@ impl CtrModel {
         out
     }
 
+    /// An upper bound on the bytes per example of an inference forward pass: the lookup's
+    /// indices, its rows three times (the distinct rows, every id's row, and the projection's
+    /// reordered copy; k wide for MLET), the embeddings twice, the linear part's weights and
+    /// the network's activations.
+    pub fn eval_bytes_per_row(&self) -> usize {
+        let emb = &self.embeddings;
+        let tables = emb.num_tables();
+        let width = emb.table.size()[1] as usize;
+        let floats = tables * (3 * width + 2 * emb.dim() as usize)
+            + self.linear.as_ref().map_or(0, |l| 2 * l.num_tables())
+            + self.network.activation_floats_per_row();
+        // each lookup index: the unique rows and every id's position among them (int64)
+        let index_bytes = 2 * 8 * tables * (1 + usize::from(self.linear.is_some()));
+        floats * emb.kind().elt_size_in_bytes() + index_bytes
+    }
+
     /// Replaces the embeddings by their collapsed `n x d` tables (what inference keeps).
     pub fn collapse(&mut self) {
-        self.embeddings = self.embeddings.collapse();
+        self.embeddings = self.embeddings.collapse_shared();
     }
 }

@@ -86,17 +86,22 @@ fn over_arch_blocks(mlp: &MlpSettings) -> (MlpBlockConfig, MlpBlockConfig) {
 pub struct SetwiseMlp {
     branches: Vec<(Interaction, MlpBlock)>,
     rest: MlpBlock,
+    /// `Network::activation_floats_per_row`, from the shapes.
+    activation_floats: usize,
 }
 
 impl SetwiseMlp {
-    /// `interaction(path, m)` builds set m's interaction; `width` is its output width.
+    /// `interaction(path, m)` builds set m's interaction; `width` is its output width and
+    /// `inner` the floats per example of its own intermediates.
     fn new(
         path: &nn::Path,
         sets: usize,
-        width: usize,
+        (width, inner): (usize, usize),
         mlp: &MlpSettings,
         mut interaction: impl FnMut(&nn::Path, usize) -> Interaction,
     ) -> SetwiseMlp {
+        let activation_floats =
+            sets * (inner + width + mlp.hidden_units[0]) + mlp.hidden_units.iter().sum::<usize>();
         let (first, rest) = over_arch_blocks(mlp);
         let branches = (0..sets)
             .map(|m| {
@@ -109,12 +114,13 @@ impl SetwiseMlp {
         SetwiseMlp {
             branches,
             rest: MlpBlock::new(&(path / "rest"), mlp.hidden_units[0], &rest),
+            activation_floats,
         }
     }
 
     pub fn dnn(path: &nn::Path, shape: &NetworkShape, cfg: &DnnConfig) -> Self {
         let width = shape.flat_width();
-        Self::new(path, shape.sets, width, &cfg.mlp, |_, _| {
+        Self::new(path, shape.sets, (width, 0), &cfg.mlp, |_, _| {
             Interaction::Flatten
         })
     }
@@ -122,7 +128,9 @@ impl SetwiseMlp {
     pub fn ipnn(path: &nn::Path, shape: &NetworkShape, cfg: &IpnnConfig) -> Self {
         let fields = shape.fields;
         let width = InnerProduct::output_width(fields) + shape.flat_width();
-        Self::new(path, shape.sets, width, &cfg.mlp, |_, _| {
+        // the Gram matrix
+        let inner = fields * fields;
+        Self::new(path, shape.sets, (width, inner), &cfg.mlp, |_, _| {
             Interaction::InnerProducts(InnerProduct::new(fields, path.device()))
         })
     }
@@ -130,7 +138,9 @@ impl SetwiseMlp {
     pub fn nfwfm(path: &nn::Path, shape: &NetworkShape, cfg: &NfwfmConfig) -> Self {
         let (fields, dim) = (shape.fields, shape.dim);
         let width = dim + shape.num_dense;
-        Self::new(path, shape.sets, width, &cfg.mlp, |p, _| {
+        // the mixed embeddings and their product with the embeddings
+        let inner = 2 * fields * dim;
+        Self::new(path, shape.sets, (width, inner), &cfg.mlp, |p, _| {
             Interaction::FieldWeighted {
                 pooling: FieldWeightedPooling::new(&(p / "fwfm"), fields),
                 norm: cfg
@@ -144,7 +154,9 @@ impl SetwiseMlp {
 
     pub fn dcnv2(path: &nn::Path, shape: &NetworkShape, cfg: &Dcnv2Config) -> Self {
         let width = shape.flat_width();
-        Self::new(path, shape.sets, width, &cfg.mlp, |p, _| {
+        // per layer x0, x and W·x
+        let inner = 3 * cfg.cross_layers * width;
+        Self::new(path, shape.sets, (width, inner), &cfg.mlp, |p, _| {
             Interaction::Cross(CrossNetV2::new(&(p / "cross"), width, cfg.cross_layers))
         })
     }
@@ -187,6 +199,10 @@ impl Network for SetwiseMlp {
         let bias = output.bs.as_ref().expect("the output layer has a bias");
         out.push(("out.bias".into(), bias.shallow_clone()));
         out
+    }
+
+    fn activation_floats_per_row(&self) -> usize {
+        self.activation_floats
     }
 
     fn forward(&self, x: &Features, train: bool) -> Tensor {

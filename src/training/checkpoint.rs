@@ -9,6 +9,7 @@ use super::run_dir::{CHECKPOINT_CONFIG, CHECKPOINT_STATE};
 use super::{Optimizer, RunDir, OPTIMIZER_STATE, WEIGHTS};
 use crate::data::{Dataset, Split};
 use crate::models::CtrModel;
+use crate::tensor_file::save_var_store;
 
 /// libtorch's generator is process-wide: runs seed it and draw their initialisation (or reseed
 /// it at a checkpoint) holding this lock, so that no other run's draws come in between.
@@ -170,10 +171,7 @@ pub fn write(
             early.write_checkpoint(run_dir.dir(), dir)?;
         }
         std::fs::write(dir.join(CHECKPOINT_CONFIG), config_text)?;
-        model
-            .vs
-            .save(dir.join(WEIGHTS))
-            .context("cannot save the weights")?;
+        save_var_store(&model.vs, &dir.join(WEIGHTS)).context("cannot save the weights")?;
         optimizer.save(&dir.join(OPTIMIZER_STATE))?;
         std::fs::copy(log_path, dir.join("train_log.csv"))?;
         // last: its presence marks a complete checkpoint

@@ -9,8 +9,8 @@ use std::path::Path;
 use tch::{Device, Tensor};
 
 use super::checkpoint::LoopCounters;
-use super::evaluation::evaluate_split;
-use crate::config::{EarlyStopping, StopMetric};
+use super::evaluation::{eval_batch_size, evaluate_split};
+use crate::config::{EarlyStopping, EvalConfig, StopMetric};
 use crate::data::{Dataset, Split};
 use crate::metrics::Metrics;
 use crate::models::CtrModel;
@@ -129,12 +129,13 @@ impl EarlyStopper {
         epoch: usize,
         model: &CtrModel,
         dataset: &Dataset,
-        batch_size: usize,
+        eval: &EvalConfig,
         device: Device,
         c: &LoopCounters,
         train_seconds: f64,
     ) -> Result<(Metrics, bool)> {
         let started = std::time::Instant::now();
+        let batch_size = eval_batch_size(eval, model);
         let Some(m) = evaluate_split(model, dataset, Split::Valid, batch_size, device)? else {
             bail!(
                 "training.early_stopping: the data has no validation rows to watch (prepare it \
@@ -213,7 +214,7 @@ impl EarlyStopper {
         std::fs::copy(run_dir.join(EPOCHS_LOG), dir.join(EPOCHS_LOG))?;
         if let Some(best) = &self.best {
             let named: Vec<(&str, &Tensor)> = best.iter().map(|(n, t)| (n.as_str(), t)).collect();
-            Tensor::write_safetensors(&named, dir.join(BEST_WEIGHTS))
+            crate::tensor_file::write_safetensors(&named, &dir.join(BEST_WEIGHTS))
                 .context("cannot save the best weights into the checkpoint")?;
         }
         Ok(())

@@ -5,10 +5,21 @@ use anyhow::{Context, Result};
 use tch::{Device, Kind};
 
 use super::batch_tensors;
+use super::memory::PhasePeaks;
+use crate::config::EvalConfig;
 use crate::data::frequency::sample_log_frequencies;
 use crate::data::{Batch, Dataset, Split, SplitData};
 use crate::metrics::{self, FrequencyMetrics, Metrics};
 use crate::models::CtrModel;
+
+/// Rows per evaluation batch for `model`: `eval.batch_size`, or fewer where the model's
+/// activations for that many rows (`CtrModel::eval_bytes_per_row`) would exceed
+/// `eval.memory_mb`; at least one.
+pub fn eval_batch_size(eval: &EvalConfig, model: &CtrModel) -> usize {
+    let cap = (eval.memory_mb as u64) << 20;
+    let per_row = model.eval_bytes_per_row().max(1) as u64;
+    (cap / per_row).clamp(1, eval.batch_size.max(1) as u64) as usize
+}
 
 /// Logits of `model` for the first `limit` rows of a split (all when `None`).
 pub fn predict(
@@ -77,7 +88,7 @@ fn collapse_check(
         .find(|s| s.len > 0)
         .context("no rows to check the collapsed model on")?;
     let trained = predict(model, &split, batch, Some(4096), device)?;
-    let collapsed = model.embeddings.collapse();
+    let collapsed = model.embeddings.collapse_shared();
     let trained_embeddings = std::mem::replace(&mut model.embeddings, collapsed);
     let folded = predict(model, &split, batch, Some(4096), device);
     model.embeddings = trained_embeddings;
@@ -98,13 +109,17 @@ pub struct Evaluation {
 }
 
 /// Evaluates `model` on the validation and test splits (the test split also by sample
-/// frequency) and checks its collapsed form against it.
+/// frequency) in batches sized by `eval` (`eval_batch_size`), and checks its collapsed form
+/// against it; `phases` records the evaluation's and the check's memory peaks.
 pub fn evaluate_trained(
     model: &mut CtrModel,
     dataset: &Dataset,
-    batch_size: usize,
+    eval: &EvalConfig,
     device: Device,
+    phases: &mut PhasePeaks,
 ) -> Result<Evaluation> {
+    phases.start("evaluation");
+    let batch_size = eval_batch_size(eval, model);
     let valid = evaluate_split(model, dataset, Split::Valid, batch_size, device)?;
     let test = split_logits(model, dataset, Split::Test, batch_size, device)?;
     let test_by_frequency = match &test {
@@ -118,6 +133,7 @@ pub fn evaluate_trained(
         }
         _ => None,
     };
+    phases.start("collapse_check");
     Ok(Evaluation {
         valid,
         test: test.map(|(_, m)| m),

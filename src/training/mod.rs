@@ -4,6 +4,7 @@ mod checkpoint;
 mod device;
 mod early_stop;
 mod evaluation;
+pub mod memory;
 mod optimizer;
 mod progress;
 mod row_update;
@@ -15,14 +16,17 @@ mod step;
 mod trainer;
 
 pub use checkpoint::torch_rng_lock;
-pub use device::{describe as describe_device, parse_device};
+pub use device::{
+    describe as describe_device, load_cuda_library, load_cuda_library_if_driver, parse_device,
+};
 pub use early_stop::{BEST_WEIGHTS, EPOCHS_HEADER, EPOCHS_LOG};
-pub use evaluation::{evaluate_split, evaluate_trained, predict, Evaluation};
+pub use evaluation::{eval_batch_size, evaluate_split, evaluate_trained, predict, Evaluation};
+pub use memory::{peak_rss_bytes, MemoryBudget, PhasePeak};
 pub use optimizer::{Optimizer, SparseGrad};
 pub use run_dir::{RunDir, CHECKPOINT, METRICS};
 pub use run_lock::{Acquired, RunLock};
 pub use run_metrics::{Divergence, EmbeddingParams, RunMetrics, TrainSummary};
-pub use runtime::{peak_rss_bytes, Runtime};
+pub use runtime::Runtime;
 pub use step::{batch_tensors, train_step};
 pub use trainer::{train_run, train_run_interrupted, RunOptions};
 

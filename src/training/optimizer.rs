@@ -343,8 +343,7 @@ impl Optimizer {
             .into_iter()
             .map(|(n, t)| (n, t.contiguous()))
             .collect();
-        Tensor::write_safetensors(&tensors, path)
-            .with_context(|| format!("cannot write {}", path.display()))
+        crate::tensor_file::write_safetensors(&tensors, path)
     }
 
     /// Restores the state `save` wrote.

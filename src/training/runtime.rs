@@ -1,6 +1,9 @@
 //! What a run costs: time per training step (median and 90th percentile) and the peak resident
-//! memory of the process (paper 002's runtime table is checked against these).
+//! memory of the process, per phase and against its budget (paper 002's runtime table is checked
+//! against these; the memory side is measured in `memory`).
 use serde::{Deserialize, Serialize};
+
+use super::memory::{MemoryBudget, PhasePeak};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Runtime {
@@ -13,6 +16,14 @@ pub struct Runtime {
     /// and to the end of evaluation; `None` where the system does not tell.
     pub peak_rss_training_bytes: Option<u64>,
     pub peak_rss_bytes: Option<u64>,
+    /// The peak of each phase of the run (setup, training, evaluation, collapse_check, saving),
+    /// in order; absent in runs written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peak_rss_by_phase: Vec<PhasePeak>,
+    /// The bytes the run needs (parameters, optimizer state, data cache) and the peak's ratio
+    /// to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<MemoryBudget>,
 }
 
 /// Collects step durations.
@@ -43,21 +54,6 @@ impl StepTimes {
     }
 }
 
-/// The process's peak resident set size so far, in bytes (`VmHWM` of /proc/self/status).
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// Resets the peak to the current resident size (Linux ≥ 4.0), so that a run done in a process
-/// that ran others before reports its own peak. Best effort: without it the peak is the
-/// process's. Returns whether the reset was done.
-pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,20 +67,5 @@ mod tests {
         assert_eq!(t.quantile(0.5), 5.0);
         assert_eq!(t.quantile(0.9), 9.0);
         assert!(StepTimes::default().quantile(0.5).is_nan());
-    }
-
-    #[test]
-    fn peak_rss_is_read_and_reset() {
-        let before = peak_rss_bytes().expect("Linux reports VmHWM");
-        {
-            let big = vec![1u8; 64 << 20];
-            std::hint::black_box(&big);
-        }
-        let peak = peak_rss_bytes().unwrap();
-        assert!(peak >= before.max(64 << 20), "{peak} < 64 MiB");
-        // some sandboxes forbid the reset; then the peak stays the process's
-        if reset_peak_rss() {
-            assert!(peak_rss_bytes().unwrap() < peak, "the peak was not reset");
-        }
     }
 }

@@ -8,8 +8,9 @@ use std::time::Instant;
 use super::checkpoint::{self, torch_rng_lock, CheckpointState, LoopCounters};
 use super::early_stop::{EarlyStopper, StopOutcome};
 use super::evaluation::{evaluate_trained, Evaluation};
+use super::memory::{probe, rss_bytes, MemoryBudget, PhasePeaks};
 use super::progress::Progress;
-use super::runtime::{peak_rss_bytes, reset_peak_rss, Runtime, StepTimes};
+use super::runtime::{Runtime, StepTimes};
 use super::{
     describe_device, parse_device, train_step, Divergence, EmbeddingParams, Optimizer, RunDir,
     RunLock, RunMetrics, TrainSummary, OPTIMIZER_STATE, WEIGHTS,
@@ -19,6 +20,7 @@ use crate::config::RunSpec;
 use crate::data::{Batch, Dataset, Split};
 use crate::embedding::hash;
 use crate::models::{CtrModel, InputShape};
+use crate::tensor_file::save_var_store;
 use anyhow::{bail, Context};
 
 #[derive(Clone, Debug, Default)]
@@ -81,8 +83,11 @@ fn train(
     opts: &RunOptions,
     stop_after: Option<usize>,
 ) -> Result<Option<(PathBuf, RunMetrics)>> {
-    // best effort: where the system refuses, the peak reported is the process's
-    let _ = reset_peak_rss();
+    // peaks per phase; where the system refuses their resets, each is the process's so far
+    let start_rss_bytes = rss_bytes();
+    probe("start of the run");
+    let mut phases = PhasePeaks::default();
+    phases.start("setup");
     // held until the run is published (or this process dies)
     let cfg = &spec.config;
     let lock = RunLock::acquire(&RunDir::path_for(&cfg.output, &cfg.name, &spec.run))?;
@@ -93,33 +98,47 @@ fn train(
         );
     }
     let mut session = Session::open(spec, dataset, opts)?;
+    phases.start("training");
     let Some(outcome) = session.run_loop(opts, stop_after)? else {
         return Ok(None); // a simulated kill
     };
-    let peak_rss_training_bytes = peak_rss_bytes();
+    phases.close();
+    let peak_rss_training_bytes = phases.max();
     let eval_started = Instant::now();
     let evaluation = match outcome.diverged {
         // a σ sweep records a diverged run as a point, not a crash: no evaluation, no weights
         Some(_) => None,
         None => {
-            let cfg = &spec.config;
             let evaluation = evaluate_trained(
                 &mut session.model,
                 dataset,
-                cfg.eval.batch_size,
+                &spec.config.eval,
                 session.device,
+                &mut phases,
             )?;
+            phases.start("saving");
             session.save_weights()?;
             Some(evaluation)
         }
     };
     let eval_seconds = eval_started.elapsed().as_secs_f64();
+    phases.close();
+    let peak_rss_bytes = phases.max();
+    let memory_budget = MemoryBudget::of_run(
+        &session.model,
+        &session.optimizer,
+        dataset,
+        start_rss_bytes,
+        peak_rss_bytes,
+    );
     let runtime = Runtime {
         step_ms_median: outcome.step_times.quantile(0.5),
         step_ms_p90: outcome.step_times.quantile(0.9),
         steps_timed: outcome.step_times.count(),
         peak_rss_training_bytes,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes,
+        peak_rss_by_phase: phases.done,
+        memory_budget: Some(memory_budget),
     };
     let metrics = session.metrics(outcome, evaluation, eval_seconds, runtime);
     if metrics.diverged.is_none() {
@@ -300,7 +319,7 @@ impl<'a> Session<'a> {
                     0,
                     &self.model,
                     self.dataset,
-                    cfg.eval.batch_size,
+                    &cfg.eval,
                     self.device,
                     &c,
                     0.0,
@@ -409,7 +428,7 @@ impl<'a> Session<'a> {
                     epoch + 1,
                     &self.model,
                     self.dataset,
-                    cfg.eval.batch_size,
+                    &cfg.eval,
                     self.device,
                     &c,
                     train_seconds,
@@ -453,9 +472,7 @@ impl<'a> Session<'a> {
     }
 
     fn save_weights(&self) -> Result<()> {
-        self.model
-            .vs
-            .save(self.run_dir.dir().join(WEIGHTS))
+        save_var_store(&self.model.vs, &self.run_dir.dir().join(WEIGHTS))
             .context("cannot save the weights")?;
         self.optimizer
             .save(&self.run_dir.dir().join(OPTIMIZER_STATE))

@@ -1,0 +1,171 @@
+//! The memory part of `make bench` (`make bench BENCH_ARGS=memory` runs it alone): issue 10's
+//! three runs on a synthetic Criteo-shaped data set, each in its own `mlet train` process, and
+//! their peak resident memory against their budget (parameters + optimizer state + the data
+//! cache, recorded in every run's `metrics.json`):
+//!
+//! - DLRM, the MLET paper's configuration: MLET k = 64, d = 16, SGD 0.2, batch 128;
+//! - DeepFM, MLET k = 64, d = 16, Adagrad 0.02, batch 256 (DeepCTR-Torch's defaults);
+//! - xDeepFM as DeepCTR-Torch defines it (CIN 256-128, d = 16), single-layer tables.
+//!
+//! Training is cut to `--max-steps` steps (a tenth for xDeepFM, whose steps cost ~50 times
+//! more): memory does not grow with steps (the optimizer's state is allocated at its first
+//! update and the cache is read whole when opened), while the evaluation, the collapse check
+//! and saving, where the transient copies were, run in full. Writes `target/bench/memory.csv`.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Settings {
+    pub rows: usize,
+    pub max_steps: usize,
+    pub threads: usize,
+    pub dir: PathBuf,
+}
+
+const RUNS: [(&str, &str); 3] = [
+    (
+        "dlrm_mlet",
+        "model: {kind: dlrm, bottom_mlp: [512, 256, 128], top_mlp: [512, 256]}
+embedding: {dim: 16, kind: mlet, k: 64, init_std: 0.25, table_init: xavier}
+optimizer: {kind: sgd, lr: 0.2}
+training: {epochs: 1, batch_size: 128, seed: 1, threads: THREADS, max_steps: STEPS}",
+    ),
+    (
+        "deepfm_mlet_adagrad",
+        "model: {kind: deepfm}
+embedding: {dim: 16, kind: mlet, k: 64, init_std: 0.1}
+optimizer: {kind: adagrad, lr: 0.02}
+training: {epochs: 1, seed: 1, threads: THREADS, max_steps: STEPS}",
+    ),
+    (
+        "xdeepfm",
+        "model: {kind: xdeepfm}
+embedding: {dim: 16, kind: single}
+training: {epochs: 1, seed: 1, threads: THREADS, max_steps: STEPS_XDEEPFM}",
+    ),
+];
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
+/// Runs `mlet` with `args`, panicking with its stderr when it fails.
+fn mlet(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlet"))
+        .args(args)
+        .output()
+        .expect("cannot start mlet");
+    assert!(
+        out.status.success(),
+        "mlet {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+pub fn run(s: &Settings) {
+    std::fs::create_dir_all(&s.dir).unwrap();
+    let raw = s.dir.join(format!("synth-{}.txt", s.rows));
+    if !raw.exists() {
+        let rows = s.rows.to_string();
+        mlet(&[
+            "-q",
+            "data",
+            "synth",
+            "--rows",
+            &rows,
+            "--out",
+            path_str(&raw),
+        ]);
+    }
+    let cache = s.dir.join(format!("cache-{}", s.rows));
+    let runs = s.dir.join("runs");
+    println!(
+        "\nMemory: peak resident memory against parameters + optimizer state + data cache \
+         ({} synthetic rows, {} training steps, {} for xDeepFM, {} thread(s), one process per run)",
+        s.rows,
+        s.max_steps,
+        (s.max_steps / 10).max(1),
+        s.threads
+    );
+    println!(
+        "{:<20} {:>9} {:>16} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>11}",
+        "run",
+        "peak MiB",
+        "largest phase",
+        "params",
+        "opt",
+        "cache",
+        "budget",
+        "ratio",
+        "start MiB",
+        "ratio-prog"
+    );
+    let mut csv = String::from(
+        "run,peak_rss_mib,largest_phase,parameter_mib,optimizer_state_mib,cache_mib,budget_mib,\
+         peak_to_budget,start_rss_mib,program_mib,peak_less_program_to_budget,eval_seconds,\
+         test_auc\n",
+    );
+    for (name, body) in RUNS {
+        let text = format!(
+            "name: memory_bench\ndata: {{raw: {}, format: criteo, cache: {}}}\n{}\noutput: {}\n",
+            path_str(&raw),
+            path_str(&cache),
+            body.replace("THREADS", &s.threads.to_string())
+                .replace("STEPS_XDEEPFM", &(s.max_steps / 10).max(1).to_string())
+                .replace("STEPS", &s.max_steps.to_string()),
+            path_str(&runs),
+        );
+        let config = s.dir.join(format!("{name}.yaml"));
+        std::fs::write(&config, text).unwrap();
+        mlet(&["-q", "train", path_str(&config), "--force"]);
+        let metrics = mlet::experiments::read_metrics(&runs.join("memory_bench/default"))
+            .expect("the run's metrics.json");
+        let rt = metrics.runtime.expect("runtime in metrics.json");
+        let budget = rt.memory_budget.expect("memory budget in metrics.json");
+        let peak = rt.peak_rss_bytes.expect("Linux reports VmHWM");
+        let largest = rt
+            .peak_rss_by_phase
+            .iter()
+            .max_by_key(|p| p.peak_rss_bytes)
+            .map_or("?".to_string(), |p| p.phase.clone());
+        // the program's own part (libtorch and the binary): what the process held at the start
+        // of the run beyond the cache, which opening it read whole
+        let start = budget.start_rss_bytes.unwrap_or(0);
+        let program = start.saturating_sub(budget.cache_bytes);
+        let less_program = peak.saturating_sub(program) as f64 / budget.budget_bytes as f64;
+        let ratio = budget.peak_to_budget.unwrap_or(f64::NAN);
+        println!(
+            "{name:<20} {:>9.0} {largest:>16} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {ratio:>6.2} {:>9.0} \
+             {less_program:>11.2}",
+            mib(peak),
+            mib(budget.parameter_bytes),
+            mib(budget.optimizer_state_bytes),
+            mib(budget.cache_bytes),
+            mib(budget.budget_bytes),
+            mib(start),
+        );
+        csv += &format!(
+            "{name},{:.1},{largest},{:.1},{:.1},{:.1},{:.1},{ratio:.4},{:.1},{:.1},\
+             {less_program:.4},{:.2},{:.6}\n",
+            mib(peak),
+            mib(budget.parameter_bytes),
+            mib(budget.optimizer_state_bytes),
+            mib(budget.cache_bytes),
+            mib(budget.budget_bytes),
+            mib(start),
+            mib(program),
+            metrics.eval_seconds,
+            metrics.test.map_or(f64::NAN, |m| m.auc),
+        );
+    }
+    println!(
+        "(ratio: peak / budget; ratio-prog: (peak - the program's own part) / budget, where the \
+         program's part is the resident memory at the start of the run less the cache)"
+    );
+    let out = s.dir.join("../memory.csv");
+    std::fs::write(&out, csv).unwrap();
+    println!("wrote {}", out.display());
+}
