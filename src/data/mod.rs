@@ -5,12 +5,14 @@
 //! and `SplitData::gather` copies rows into a reusable `Batch`. The cache layout is in
 //! `docs/data.md`.
 mod batch;
+mod blocks;
 mod cache;
 mod cache_name;
 mod error;
 mod fingerprint;
 pub mod frequency;
 mod hash;
+mod id_table;
 mod lines;
 pub(crate) mod parse;
 mod prepare;
