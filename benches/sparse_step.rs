@@ -1,11 +1,13 @@
 //! Training-step time of DLRM with one huge categorical field: 10^4 vs 10^7 rows, single-layer
 //! and MLET. With sparse embedding updates the step time must not grow with the table size.
 //! Then the multi-embedding part (`multi_embedding/mod.rs`): DCNv2 and DNN with M = 1, 2, 4, 10
-//! embedding sets against single embedding of the same total size.
+//! embedding sets against single embedding of the same total size. Then `mlet data prepare`'s
+//! rows/s on a synthetic file (`prepare/mod.rs`).
 //!
 //! `make bench` (or `cargo bench --bench sparse_step`); prints the median of several timed steps.
-//! Arguments after `--`: `dlrm` or `multi` (only that part), `--batch N`, `--warmup N`,
-//! `--steps N`, `--threads N` (of the multi-embedding part), `--csv PATH` (its CSV).
+//! Arguments after `--`: `dlrm`, `multi` or `prepare` (only that part), `--batch N`,
+//! `--warmup N`, `--steps N`, `--threads N` (of the multi-embedding part), `--csv PATH` (its
+//! CSV), `--prepare-rows N`, `--prepare-runs N`.
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::Device;
@@ -19,6 +21,7 @@ use mlet::models::{CtrModel, InputShape};
 use mlet::training::{train_step, Optimizer};
 
 mod multi_embedding;
+mod prepare;
 
 const BATCH: usize = 128;
 const STEPS: usize = 60;
@@ -131,7 +134,11 @@ fn main() {
         threads: 1,
         csv: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/multi_embedding.csv"),
     };
-    let (mut only_dlrm, mut only_multi) = (false, false);
+    let mut pp = prepare::Settings {
+        rows: 1_000_000,
+        runs: 5,
+    };
+    let (mut only_dlrm, mut only_multi, mut only_prepare) = (false, false, false);
     let mut args = std::env::args().skip(1);
     let number = |v: Option<String>, flag: &str| -> usize {
         v.and_then(|v| v.parse().ok())
@@ -143,21 +150,28 @@ fn main() {
             "--bench" => {}
             "dlrm" => only_dlrm = true,
             "multi" => only_multi = true,
+            "prepare" => only_prepare = true,
+            "--prepare-rows" => pp.rows = number(args.next(), "--prepare-rows").max(1),
+            "--prepare-runs" => pp.runs = number(args.next(), "--prepare-runs").max(1),
             "--batch" => me.batch = number(args.next(), "--batch"),
             "--warmup" => me.warmup = number(args.next(), "--warmup"),
             "--steps" => me.steps = number(args.next(), "--steps").max(1),
             "--threads" => me.threads = number(args.next(), "--threads").max(1),
             "--csv" => me.csv = args.next().expect("--csv takes a path").into(),
             other => panic!(
-                "unknown argument {other:?} (dlrm, multi, --batch N, --warmup N, --steps N, \
-                 --threads N, --csv PATH)"
+                "unknown argument {other:?} (dlrm, multi, prepare, --batch N, --warmup N, \
+                 --steps N, --threads N, --csv PATH, --prepare-rows N, --prepare-runs N)"
             ),
         }
     }
-    if !only_multi {
+    let all = !(only_dlrm || only_multi || only_prepare);
+    if all || only_dlrm {
         dlrm();
     }
-    if !only_dlrm {
+    if all || only_multi {
         multi_embedding::run(&me);
+    }
+    if all || only_prepare {
+        prepare::run(&pp);
     }
 }

@@ -240,7 +240,10 @@ fn prepare_writes_the_golden_cache_bytes() {
         })
         .collect();
     let mut differences = Vec::new();
-    for key in want.keys().chain(got.keys().filter(|k| !want.contains_key(*k))) {
+    for key in want
+        .keys()
+        .chain(got.keys().filter(|k| !want.contains_key(*k)))
+    {
         match (want.get(key), got.get(key)) {
             (Some(a), Some(b)) if a == b => {}
             (a, b) => differences.push(format!("{key}: golden {a:?}, now {b:?}")),

@@ -1,7 +1,7 @@
 //! Data: raw files → memory-mapped dataset cache → batches. Knows nothing about models.
 //!
 //! `synth` writes Criteo-shaped raw files; `prepare` streams a raw file (Criteo TSV, Avazu CSV or a
-//! CSV/TSV described by a YAML schema) twice into a cache directory; `Dataset` memory-maps a cache
+//! CSV/TSV described by a YAML schema) into a cache directory; `Dataset` memory-maps a cache
 //! and `SplitData::gather` copies rows into a reusable `Batch`. The cache layout is in
 //! `docs/data.md`.
 mod batch;

@@ -611,7 +611,7 @@ mod tests {
                     .map(|_| {
                         x = crate::data::hash::mix64(x + 1);
                         // about a third delimiters, the rest any byte (high ones too)
-                        if x % 3 == 0 {
+                        if x.is_multiple_of(3) {
                             delim
                         } else {
                             (x >> 8) as u8

@@ -1,7 +1,9 @@
-//! `prepare`: raw file → dataset cache, in two streaming passes. Pass 1 parses every line, counts
-//! rows per split and training-split value occurrences (by hash); the vocabularies follow from the
-//! counts. Pass 2 parses again, maps values to indices and appends to the split arrays. The day
-//! split needs the number of data lines first, so it adds a byte-only line count before pass 1.
+//! `prepare`: raw file → dataset cache, in one pass over the text. Worker threads parse blocks of
+//! lines (`blocks`); in file order, each row gets its split, each categorical value a first-seen
+//! id (counting training occurrences, keeping the value's bytes), and the row is appended to its
+//! split's arrays. The vocabularies follow from the counts, and the ids in `cat.u32` are then
+//! rewritten in place to vocabulary indices. The day split needs the number of data lines first,
+//! so it adds a byte-only line count before the pass.
 use crate::data::blocks::{parse_blocks, BlockPlan};
 use crate::data::cache::{CacheMeta, CacheWriter, CACHE_FORMAT_VERSION};
 use crate::data::error::{describe, FieldError, InputError};
@@ -317,15 +319,16 @@ pub(crate) fn prepare_with(opts: &PrepareOptions, plan_blocks: BlockPlan) -> Res
     })
 }
 
-/// The size of `path`, which must be a regular file: prepare reads it twice.
+/// The size of `path`, which must be a regular file: prepare opens it again after its first
+/// line (and reads it twice for the day split).
 fn regular_file_size(path: &Path) -> Result<u64> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !meta.is_file() {
         bail!(
-            "{}: not a regular file (a pipe, a terminal or a device?); prepare reads its input \
-             twice (vocabulary, then the cache), so it needs a regular, seekable file: save the \
-             data to a file first",
+            "{}: not a regular file (a pipe, a terminal or a device?); prepare opens its input \
+             again after the first line (and reads it twice for the day split), so it needs a \
+             regular, seekable file: save the data to a file first",
             path.display()
         );
     }
@@ -629,8 +632,10 @@ mod tests {
             .join(name)
     }
 
-    /// Every file of a cache but `meta.json` (which holds the time), and the metadata without it.
-    fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    /// A cache's files by name, with `meta.json` less its time and source path.
+    type Contents = Vec<(String, Vec<u8>)>;
+
+    fn contents(dir: &Path) -> Contents {
         let mut files = Vec::new();
         for sub in ["", "train", "valid", "test"] {
             let mut names: Vec<_> = std::fs::read_dir(dir.join(sub))
@@ -684,7 +689,7 @@ mod tests {
             d,
         ));
         for (c, case) in cases.iter_mut().enumerate() {
-            let mut first: Option<Result<Vec<(String, Vec<u8>)>, String>> = None;
+            let mut first: Option<Result<Contents, String>> = None;
             for (p, plan) in plans.iter().enumerate() {
                 case.out = d.join(format!("case{c}-plan{p}"));
                 let got = prepare_with(case, *plan)

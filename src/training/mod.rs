@@ -21,7 +21,7 @@ pub use optimizer::{Optimizer, SparseGrad};
 pub use run_dir::{RunDir, CHECKPOINT, METRICS};
 pub use run_lock::{Acquired, RunLock};
 pub use run_metrics::{Divergence, EmbeddingParams, RunMetrics, TrainSummary};
-pub use runtime::{peak_rss_bytes, Runtime};
+pub use runtime::{peak_rss_bytes, reset_peak_rss, Runtime};
 pub use step::{batch_tensors, train_step};
 pub use trainer::{train_run, train_run_interrupted, RunOptions};
 
