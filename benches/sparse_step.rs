@@ -1,13 +1,17 @@
-//! Training-step time of DLRM with one huge categorical field: 10^4 vs 10^7 rows, single-layer
-//! and MLET. With sparse embedding updates the step time must not grow with the table size.
-//! Then the multi-embedding part (`multi_embedding/mod.rs`): DCNv2 and DNN with M = 1, 2, 4, 10
-//! embedding sets against single embedding of the same total size. Then the memory part
-//! (`memory/mod.rs`): peak resident memory of three whole runs against their budget.
+//! `make bench`: the benchmark parts, each in its own module.
+//! - `overhead` (`overhead/mod.rs`): MLET's step time against a single-layer table's, DLRM and
+//!   DeepFM;
+//! - `dlrm` (here): DLRM's step time with one field of 10^4 vs 10^7 rows, single-layer and MLET
+//!   (with sparse updates it must not grow with the table);
+//! - `multi` (`multi_embedding/mod.rs`): DCNv2 and DNN with M = 1, 2, 4, 10 embedding sets
+//!   against single embedding of the same total size;
+//! - `memory` (`memory/mod.rs`): peak resident memory of three whole runs against their budget;
+//! - `prepare` (`prepare/mod.rs`): `mlet data prepare`'s rows/s on a synthetic file.
 //!
-//! `make bench` (or `cargo bench --bench sparse_step`); prints the median of several timed steps.
-//! Arguments after `--`: `dlrm`, `multi` or `memory` (only that part), `--rows N` and
-//! `--max-steps N` (of the memory part), `--batch N`, `--warmup N`,
-//! `--steps N`, `--threads N` (of the multi-embedding part), `--csv PATH` (its CSV).
+//! Arguments after `--`: part names (only those parts; all by default), `--threads N` (of the
+//! overhead and multi-embedding parts), `--rounds N` (overhead), `--batch N`, `--warmup N`,
+//! `--steps N`, `--csv PATH` (multi-embedding), `--rows N`, `--max-steps N` (memory),
+//! `--prepare-rows N`, `--prepare-runs N` (prepare).
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::Device;
@@ -23,6 +27,7 @@ use mlet::training::{train_step, Optimizer};
 mod memory;
 mod multi_embedding;
 mod overhead;
+mod prepare;
 
 const BATCH: usize = 128;
 const STEPS: usize = 60;
@@ -148,6 +153,10 @@ fn main() {
         threads: 1,
         dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/memory"),
     };
+    let mut pp = prepare::Settings {
+        rows: 1_000_000,
+        runs: 5,
+    };
     let mut args = std::env::args().skip(1);
     let number = |v: Option<String>, flag: &str| -> usize {
         v.and_then(|v| v.parse().ok())
@@ -157,10 +166,12 @@ fn main() {
         match a.as_str() {
             // cargo bench passes --bench to harness-less benches
             "--bench" => {}
-            "dlrm" | "multi" | "overhead" | "memory" => parts.push(a),
+            "dlrm" | "multi" | "overhead" | "memory" | "prepare" => parts.push(a),
             "--rounds" => mlet_overhead.rounds = number(args.next(), "--rounds").max(1),
             "--rows" => mem.rows = number(args.next(), "--rows").max(1000),
             "--max-steps" => mem.max_steps = number(args.next(), "--max-steps").max(1),
+            "--prepare-rows" => pp.rows = number(args.next(), "--prepare-rows").max(1),
+            "--prepare-runs" => pp.runs = number(args.next(), "--prepare-runs").max(1),
             "--batch" => me.batch = number(args.next(), "--batch"),
             "--warmup" => me.warmup = number(args.next(), "--warmup"),
             "--steps" => me.steps = number(args.next(), "--steps").max(1),
@@ -170,9 +181,9 @@ fn main() {
             }
             "--csv" => me.csv = args.next().expect("--csv takes a path").into(),
             other => panic!(
-                "unknown argument {other:?} (dlrm, multi, overhead, memory, --batch N, \
-                 --warmup N, --steps N, --threads N, --rounds N, --csv PATH, --rows N, \
-                 --max-steps N)"
+                "unknown argument {other:?} (overhead, dlrm, multi, memory, prepare, --threads N, \
+                 --rounds N, --batch N, --warmup N, --steps N, --csv PATH, --rows N, \
+                 --max-steps N, --prepare-rows N, --prepare-runs N)"
             ),
         }
     }
@@ -188,5 +199,8 @@ fn main() {
     }
     if wanted("memory") {
         memory::run(&mem);
+    }
+    if wanted("prepare") {
+        prepare::run(&pp);
     }
 }

@@ -22,9 +22,10 @@ pub enum DataCommand {
     /// Convert a raw file (or predefined train, valid and test files) into a memory-mapped
     /// dataset cache directory.
     ///
-    /// Two streaming passes: the first builds per-field vocabularies from the training split,
-    /// the second writes dense.f32 / cat.u32 / label.f32 per split plus freq.u32 and meta.json.
-    /// The cache appears under --out only when complete.
+    /// One streaming pass, parsed on every core: rows go to dense.f32 / cat.u32 / label.f32 per
+    /// split while per-field vocabularies are counted from the training split; then the
+    /// categorical ids are renumbered by frequency in place, and freq.u32, vocab.json and
+    /// meta.json are written. The cache appears under --out only when complete.
     ///
     /// One file is divided by --split; `--train A --valid B --test C` instead puts each file's
     /// rows, in order, into its split, with the vocabulary (and --min-count) from A alone. The

@@ -483,8 +483,13 @@ impl CacheWriter {
                 .with_context(|| format!("cannot create {}", sub.display()))?;
             let create = |name: &str| -> Result<BufWriter<File>> {
                 let p = sub.join(name);
-                let f =
-                    File::create(&p).with_context(|| format!("cannot create {}", p.display()))?;
+                // readable too: `remap_cats` rewrites the categorical ids in place
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&p)
+                    .with_context(|| format!("cannot create {}", p.display()))?;
                 Ok(BufWriter::with_capacity(WRITE_BUF, f))
             };
             splits.push(SplitWriter {
@@ -517,6 +522,38 @@ impl CacheWriter {
         buf.extend(cat.iter().flat_map(|x| x.to_le_bytes()));
         w.cat.write_all(buf)?;
         w.label.write_all(&label.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Replaces every categorical id written so far, `id` of field `f`, by `remap[f][id]`, in
+    /// place and a chunk of rows at a time (`prepare` writes first-seen ids while it reads, and
+    /// knows the final indices only at the end).
+    pub(crate) fn remap_cats(&mut self, remap: &[Vec<u32>]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let row_bytes = 4 * remap.len();
+        if row_bytes == 0 {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; (WRITE_BUF / row_bytes).max(1) * row_bytes];
+        for w in &mut self.splits {
+            w.cat.flush()?;
+            let file = w.cat.get_ref();
+            let len = file.metadata()?.len();
+            let mut at = 0u64;
+            while at < len {
+                let n = (len - at).min(buf.len() as u64) as usize;
+                let chunk = &mut buf[..n];
+                file.read_exact_at(chunk, at)?;
+                for row in chunk.chunks_exact_mut(row_bytes) {
+                    for (v, map) in row.chunks_exact_mut(4).zip(remap) {
+                        let id = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                        v.copy_from_slice(&map[id as usize].to_le_bytes());
+                    }
+                }
+                file.write_all_at(chunk, at)?;
+                at += chunk.len() as u64;
+            }
+        }
         Ok(())
     }
 

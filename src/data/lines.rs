@@ -12,8 +12,6 @@ pub(crate) struct LineReader {
     /// 1-based number of the line last returned.
     pub number: u64,
     pub bytes_read: u64,
-    /// Length of the last line's text (without its line ending) at the start of `buf`.
-    text_len: usize,
 }
 
 pub(crate) struct Line<'a> {
@@ -35,7 +33,6 @@ impl LineReader {
             buf: Vec::with_capacity(1024),
             number: 0,
             bytes_read: 0,
-            text_len: 0,
         }
     }
 
@@ -55,19 +52,11 @@ impl LineReader {
         if text.last() == Some(&b'\r') {
             text = &text[..text.len() - 1];
         }
-        self.text_len = text.len();
         Ok(Some(Line {
             text,
             number: self.number,
             terminated,
         }))
-    }
-}
-
-impl LineReader {
-    /// The text of the line `next_line` returned last.
-    pub(crate) fn current(&self) -> &[u8] {
-        &self.buf[..self.text_len]
     }
 }
 
@@ -81,7 +70,7 @@ pub(crate) fn count_lines(path: &Path) -> io::Result<u64> {
         if n == 0 {
             break;
         }
-        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
         last = buf[n - 1];
     }
     Ok(lines + u64::from(last != b'\n'))

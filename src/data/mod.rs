@@ -1,16 +1,18 @@
 //! Data: raw files → memory-mapped dataset cache → batches. Knows nothing about models.
 //!
 //! `synth` writes Criteo-shaped raw files; `prepare` streams a raw file (Criteo TSV, Avazu CSV or a
-//! CSV/TSV described by a YAML schema) twice into a cache directory; `Dataset` memory-maps a cache
+//! CSV/TSV described by a YAML schema) into a cache directory; `Dataset` memory-maps a cache
 //! and `SplitData::gather` copies rows into a reusable `Batch`. The cache layout is in
 //! `docs/data.md`.
 mod batch;
+mod blocks;
 mod cache;
 mod cache_name;
 mod error;
 mod fingerprint;
 pub mod frequency;
 mod hash;
+mod id_table;
 mod lines;
 pub(crate) mod parse;
 mod prepare;

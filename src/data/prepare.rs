@@ -1,22 +1,26 @@
-//! `prepare`: raw file → dataset cache, in two streaming passes. Pass 1 parses every line, counts
-//! rows per split and training-split value occurrences (by hash); the vocabularies follow from the
-//! counts. Pass 2 parses again, maps values to indices and appends to the split arrays. The day
-//! split needs the number of data lines first, so it adds a byte-only line count before pass 1.
+//! `prepare`: raw file → dataset cache, in one pass over the text. Worker threads parse blocks of
+//! lines (`blocks`); in file order, each row gets its split, each categorical value a first-seen
+//! id (counting training occurrences, keeping the value's bytes), and the row is appended to its
+//! split's arrays. The vocabularies follow from the counts, and the ids in `cat.u32` are then
+//! rewritten in place to vocabulary indices. The day split needs the number of data lines first,
+//! so it adds a byte-only line count before the pass.
+use crate::data::blocks::{parse_blocks, BlockPlan};
 use crate::data::cache::{CacheMeta, CacheWriter, CACHE_FORMAT_VERSION};
 use crate::data::error::{describe, FieldError, InputError};
 use crate::data::fingerprint::{canonical, Fingerprint};
 use crate::data::lines::{count_lines, LineReader};
-use crate::data::parse::{LineParser, Record, Splitter};
+use crate::data::parse::{LineParser, ParsedLines, Splitter};
 use crate::data::schema::{CsvSchema, FormatPlan, InputFormat, Layout};
 use crate::data::split::{Assigner, Split, SplitCounts, SplitRule};
 use crate::data::synth::SynthConfig;
-use crate::data::vocab::{ValueCollector, ValueCounts};
+use crate::data::vocab::{BuiltVocab, ValueIds};
 use crate::data::vocab_file::{VocabFile, VOCAB_FILE};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::fmt;
-use std::io::IsTerminal;
+use std::fs::File;
+use std::io::{IsTerminal, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -136,6 +140,12 @@ impl fmt::Display for PrepareReport {
 }
 
 pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
+    prepare_with(opts, BlockPlan::default())
+}
+
+/// `prepare` with the text cut and parsed as `plan` says (tests vary it: the cache must not
+/// depend on it).
+pub(crate) fn prepare_with(opts: &PrepareOptions, plan_blocks: BlockPlan) -> Result<PrepareReport> {
     let started = Instant::now();
     opts.split.validate()?;
     let input = opts.input.as_path();
@@ -166,7 +176,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     let days = opts.split == SplitRule::Days;
     let bar = progress_bar(
         opts.progress,
-        total_size * 2 + if days { total_size } else { 0 },
+        total_size + if days { total_size } else { 0 },
     );
 
     let data_lines = if days {
@@ -186,95 +196,74 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         })
         .collect();
 
-    // Pass 1. The first file fixes the layout (a predefined split's later files must agree
-    // with it); only training rows are counted, so the vocabulary is the training file's.
-    bar.set_message("pass 1: vocabulary");
+    // One pass over the text. The first file fixes the layout (a predefined split's later files
+    // must agree with it); only training rows are counted, so the vocabulary is the training
+    // file's. The cache receives first-seen ids, mapped to the final indices at the end.
+    bar.set_message("reading");
     let mut layout: Option<Layout> = None;
-    let mut counts: Option<ValueCounts> = None;
+    let mut ids: Option<ValueIds> = None;
+    let mut writer: Option<CacheWriter> = None;
     let mut rows = SplitCounts::default();
     let mut skipped = 0;
     for (&(path, _), assigner) in inputs.iter().zip(&assigners) {
-        let mut pass = Pass::open(path, &plan, opts.skip_bad_lines, &bar, layout.as_ref())?;
-        let fields = pass.parser.layout().field_names.len();
-        layout.get_or_insert_with(|| pass.parser.layout().clone());
-        let counts = counts.get_or_insert_with(|| ValueCounts::new(fields));
-        let mut file_rows = 0u64;
-        while let Some(pos) = pass.next()? {
-            let split = assigner.assign(pos);
-            rows.bump(split);
-            file_rows += 1;
-            if split == Split::Train {
-                counts.add(&pass.rec.cats);
-            }
-        }
-        skipped += pass.skipped;
+        let opened = OpenedInput::open(path, &plan, layout.as_ref())?;
+        let layout = layout.get_or_insert_with(|| opened.layout.clone());
+        let writer = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(CacheWriter::create(&opts.out)?),
+        };
+        let ids = ids.get_or_insert_with(|| ValueIds::new(layout.field_names.len()));
+        let mut sink = RowSink {
+            file: path,
+            out: &opts.out,
+            assigner,
+            skip: opts.skip_bad_lines,
+            parser: LineParser::new(layout.clone()),
+            ids,
+            writer,
+            rows: SplitCounts::default(),
+            next_pos: 0,
+            next_line: opened.first_line_number,
+            skipped: 0,
+            idx_width: layout.field_names.len(),
+            splits: Vec::new(),
+            idx: Vec::new(),
+            fresh: Vec::new(),
+        };
+        sink.read(opened, &bar, plan_blocks)?;
+        let file_rows = sink.rows.total();
+        rows.train += sink.rows.train;
+        rows.valid += sink.rows.valid;
+        rows.test += sink.rows.test;
+        skipped += sink.skipped;
         if file_rows == 0 {
             bail!(
                 "{}: no data rows{}; expected at least one",
                 path.display(),
-                if pass.skipped > 0 {
-                    format!(" (all {} lines were malformed and skipped)", pass.skipped)
+                if sink.skipped > 0 {
+                    format!(" (all {} lines were malformed and skipped)", sink.skipped)
                 } else {
                     " after the header".to_string()
                 }
             );
         }
     }
-    let (Some(layout), Some(counts)) = (layout, counts) else {
+    let (Some(layout), Some(ids), Some(mut writer)) = (layout, ids, writer) else {
         bail!("prepare: no input file");
     };
     let field_names = layout.field_names.clone();
     let dense_names = layout.dense_names.clone();
-    let vocab = counts.into_vocab(opts.min_count);
-
-    bar.set_message("pass 2: writing");
-    let mut writer = CacheWriter::create(&opts.out)?;
-    let mut idx = vec![0u32; field_names.len()];
-    let mut rows2 = SplitCounts::default();
-    let mut skipped2 = 0;
-    let mut values = ValueCollector::new(&vocab.cardinalities());
-    for (&(path, _), assigner) in inputs.iter().zip(&assigners) {
-        let mut pass = Pass::open(path, &plan, opts.skip_bad_lines, &bar, Some(&layout))?;
-        while let Some(pos) = pass.next()? {
-            let rec = &pass.rec;
-            let split = assigner.assign(pos);
-            rows2.bump(split);
-            vocab.map_row(&rec.cats, &mut idx);
-            if values.missing() > 0 {
-                let line = pass.line();
-                for (f, &i) in idx.iter().enumerate() {
-                    values.offer(f, i, || pass.parser.cat_value(line, f));
-                }
-            }
-            writer
-                .push(split, &rec.dense, &idx, rec.label)
-                .with_context(|| format!("cannot write the cache for {}", opts.out.display()))?;
-        }
-        skipped2 += pass.skipped;
-    }
-    let named = || {
-        let paths: Vec<String> = inputs
-            .iter()
-            .map(|(p, _)| p.display().to_string())
-            .collect();
-        paths.join(", ")
-    };
-    if rows2 != rows || skipped2 != skipped {
-        bail!(
-            "{}: the input changed while it was being prepared (pass 1 saw {} rows, pass 2 {})",
-            named(),
-            rows.total(),
-            rows2.total()
-        );
-    }
-    if values.missing() > 0 {
-        bail!(
-            "{}: the input changed while it was being prepared ({} vocabulary values not seen \
-             again in pass 2)",
-            named(),
-            values.missing()
-        );
-    }
+    bar.set_message("indexing");
+    let BuiltVocab {
+        remap,
+        freq: field_freq,
+        values,
+    } = ids.into_vocab(opts.min_count);
+    writer
+        .remap_cats(&remap)
+        .with_context(|| format!("cannot write the cache for {}", opts.out.display()))?;
+    drop(remap);
+    let cardinalities: Vec<usize> = field_freq.iter().map(Vec::len).collect();
     let vocab_file = VocabFile::new(
         opts.format.name(),
         match &opts.format {
@@ -283,7 +272,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
         },
         plan.header,
         &layout,
-        values.into_values(),
+        values,
         opts.min_count.max(1),
     );
     writer
@@ -292,8 +281,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
             (serde_json::to_string(&vocab_file)? + "\n").as_bytes(),
         )
         .with_context(|| format!("cannot write the cache {}", opts.out.display()))?;
-    let cardinalities = vocab.cardinalities();
-    let freq: Vec<u32> = vocab.freq.concat();
+    let freq: Vec<u32> = field_freq.concat();
     let meta = CacheMeta {
         format_version: CACHE_FORMAT_VERSION,
         source: input.display().to_string(),
@@ -331,15 +319,16 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
     })
 }
 
-/// The size of `path`, which must be a regular file: prepare reads it twice.
+/// The size of `path`, which must be a regular file: prepare opens it again after its first
+/// line (and reads it twice for the day split).
 fn regular_file_size(path: &Path) -> Result<u64> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !meta.is_file() {
         bail!(
-            "{}: not a regular file (a pipe, a terminal or a device?); prepare reads its input \
-             twice (vocabulary, then the cache), so it needs a regular, seekable file: save the \
-             data to a file first",
+            "{}: not a regular file (a pipe, a terminal or a device?); prepare opens its input \
+             again after the first line (and reads it twice for the day split), so it needs a \
+             regular, seekable file: save the data to a file first",
             path.display()
         );
     }
@@ -404,36 +393,23 @@ fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
     bar
 }
 
-/// One pass over the file: yields (data-line position, parsed record) for good lines, and fails
-/// or counts for bad ones.
-struct Pass<'b> {
-    file: PathBuf,
-    reader: LineReader,
-    parser: LineParser,
-    rec: Record,
-    /// The first line when it is data (no header): already read to learn the column count.
-    first: Vec<u8>,
-    /// `Some(terminated)` while `first` is still to be returned.
-    pending: Option<bool>,
-    /// Whether the line last returned is `first`.
-    on_first: bool,
-    next_pos: u64,
-    skip: bool,
-    skipped: u64,
-    bar: &'b ProgressBar,
-    bar_base: u64,
+/// An input file whose first line has been read: the header (checked against the first file's
+/// layout for a predefined split's later files) or the first data line.
+struct OpenedInput {
+    path: PathBuf,
+    layout: Layout,
+    /// The first line when it is data (no header), with `\n` unless the file ends without one.
+    first_data: Option<Vec<u8>>,
+    /// Bytes of the first line with its line ending: where the rest of the text starts.
+    rest_at: u64,
+    /// 1-based number of the first data line.
+    first_line_number: u64,
 }
 
-impl<'b> Pass<'b> {
+impl OpenedInput {
     /// `like`: the layout of the first file of a predefined split, which this file must share
     /// (the same header; without a header, each line is checked against its column count).
-    fn open(
-        path: &Path,
-        plan: &FormatPlan,
-        skip: bool,
-        bar: &'b ProgressBar,
-        like: Option<&Layout>,
-    ) -> Result<Pass<'b>> {
+    fn open(path: &Path, plan: &FormatPlan, like: Option<&Layout>) -> Result<OpenedInput> {
         let read_err = || format!("cannot read {}", path.display());
         let mut reader = LineReader::open(path).with_context(read_err)?;
         let (first, terminated) = match reader.next_line().with_context(read_err)? {
@@ -447,13 +423,9 @@ impl<'b> Pass<'b> {
         let columns = splitter
             .split(&first)
             .map_err(|e: FieldError| e.at(path, 1))?;
-        let (header, pending) = if plan.header {
-            (Some(splitter.columns_as_strings(&first)), None)
-        } else {
-            (None, Some(terminated))
-        };
+        let header = plan.header.then(|| splitter.columns_as_strings(&first));
         let layout = match like {
-            None => plan.layout(header, columns, path)?,
+            None => plan.layout(header.clone(), columns, path)?,
             Some(like) => {
                 if let Some(header) = &header {
                     check_same_header(path, header, like)?;
@@ -461,77 +433,155 @@ impl<'b> Pass<'b> {
                 like.clone()
             }
         };
-        let parser = LineParser::new(layout);
-        Ok(Pass {
-            file: path.to_path_buf(),
-            rec: parser.new_record(),
-            reader,
-            parser,
-            first,
-            pending,
-            on_first: false,
-            next_pos: 0,
-            skip,
-            skipped: 0,
-            bar,
-            bar_base: bar.position(),
+        let first_data = (!plan.header).then(|| {
+            let mut line = first;
+            if terminated {
+                line.push(b'\n');
+            }
+            line
+        });
+        Ok(OpenedInput {
+            path: path.to_path_buf(),
+            layout,
+            first_data,
+            rest_at: reader.bytes_read,
+            first_line_number: if plan.header { 2 } else { 1 },
         })
     }
+}
 
-    /// The text of the line last returned by `next`.
-    fn line(&self) -> &[u8] {
-        if self.on_first {
-            &self.first
-        } else {
-            self.reader.current()
+/// The order-dependent half of reading one file: line numbers and positions, the split of each
+/// row, first-seen ids of values, and the cache's rows.
+struct RowSink<'a> {
+    file: &'a Path,
+    out: &'a Path,
+    assigner: &'a Assigner,
+    skip: bool,
+    /// Reads a row's values again when it holds new ones.
+    parser: LineParser,
+    ids: &'a mut ValueIds,
+    writer: &'a mut CacheWriter,
+    rows: SplitCounts,
+    /// 0-based position among data lines (bad ones included) of the next line.
+    next_pos: u64,
+    /// 1-based line number of the next line.
+    next_line: u64,
+    skipped: u64,
+    /// Categorical fields per row.
+    idx_width: usize,
+    /// Per block: the split of each row, the first-seen ids (row-major), and the (row, field)
+    /// of each value seen for the first time.
+    splits: Vec<Split>,
+    idx: Vec<u32>,
+    fresh: Vec<(usize, usize)>,
+}
+
+/// How many values ahead of its lookup a value's slot is fetched into cache.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Distinct values one field may have: ids are `u32`s, and a block adds fewer than 2^31.
+const MAX_IDS: usize = 1 << 31;
+
+impl RowSink<'_> {
+    /// Reads the whole file: its first data line here, the rest parsed in parallel blocks.
+    fn read(&mut self, input: OpenedInput, bar: &ProgressBar, plan: BlockPlan) -> Result<()> {
+        let mut parsed = ParsedLines::default();
+        if let Some(first) = &input.first_data {
+            parsed.parse(&mut self.parser, first);
+            self.take(first, &parsed)?;
         }
+        bar.inc(input.rest_at);
+        let mut file = File::open(&input.path)
+            .and_then(|mut f| f.seek(SeekFrom::Start(input.rest_at)).map(|_| f))
+            .with_context(|| format!("cannot read {}", input.path.display()))?;
+        let layout = &input.layout;
+        parse_blocks(
+            &mut file,
+            plan,
+            || LineParser::new(layout.clone()),
+            |parser, block, out: &mut ParsedLines| out.parse(parser, block),
+            |block, parsed| -> Result<()> {
+                self.take(block, parsed)?;
+                bar.inc(block.len() as u64);
+                Ok(())
+            },
+            |e| anyhow::Error::new(e).context(format!("cannot read {}", input.path.display())),
+        )
     }
 
-    /// The data-line position of the next good line, parsed into `self.rec`.
-    fn next(&mut self) -> Result<Option<u64>> {
-        loop {
-            if self.next_pos.is_multiple_of(16_384) {
-                self.bar
-                    .set_position(self.bar_base + self.reader.bytes_read);
-            }
-            let (text, number, terminated): (&[u8], u64, bool) = match self.pending.take() {
-                Some(terminated) => {
-                    self.on_first = true;
-                    (&self.first, 1, terminated)
-                }
-                None => {
-                    self.on_first = false;
-                    match self
-                        .reader
-                        .next_line()
-                        .with_context(|| format!("cannot read {}", self.file.display()))?
-                    {
-                        Some(line) => (line.text, line.number, line.terminated),
-                        None => return Ok(None),
-                    }
-                }
-            };
+    /// The rows of one parsed block, in order.
+    fn take(&mut self, block: &[u8], parsed: &ParsedLines) -> Result<()> {
+        let (nd, nf) = (self.parser.layout().dense.len(), self.idx_width);
+        // Which lines are rows, and their splits.
+        self.splits.clear();
+        let mut bad = parsed.bad.iter().peekable();
+        for i in 0..parsed.lines {
             let pos = self.next_pos;
             self.next_pos += 1;
-            let result = if terminated {
-                self.parser.parse(text, &mut self.rec)
-            } else {
-                let columns = self.parser.count_columns(text);
-                Err(FieldError {
-                    column: columns,
-                    column_name: self.parser.layout().column_names.get(columns - 1).cloned(),
-                    expected: "a newline at the end of the line (the file ends mid-line: is it \
-                               truncated?)"
-                        .into(),
-                    found: "the end of the file".into(),
-                })
-            };
-            match result {
-                Ok(()) => return Ok(Some(pos)),
-                Err(_) if self.skip => self.skipped += 1,
-                Err(e) => return Err(e.at(&self.file, number).into()),
+            if let Some((_, e)) = bad.next_if(|(j, _)| *j == i) {
+                if self.skip {
+                    self.skipped += 1;
+                    continue;
+                }
+                return Err(e.clone().at(self.file, self.next_line + i as u64).into());
+            }
+            let split = self.assigner.assign(pos);
+            self.rows.bump(split);
+            self.splits.push(split);
+        }
+        // First-seen ids, a field at a time: each field's table stays in cache, and the
+        // lookups of one field are independent of each other, so their memory accesses overlap.
+        let rows = self.splits.len();
+        self.idx.clear();
+        self.idx.resize(rows * nf, 0);
+        self.fresh.clear();
+        for f in 0..nf {
+            let hashes = &parsed.cats[f * rows..(f + 1) * rows];
+            for (r, &split) in self.splits.iter().enumerate() {
+                if let Some(&ahead) = hashes.get(r + PREFETCH_AHEAD) {
+                    self.ids.prefetch(f, ahead);
+                }
+                let (id, new) = self.ids.id(f, hashes[r], split == Split::Train);
+                self.idx[r * nf + f] = id;
+                if new {
+                    self.fresh.push((r, f));
+                }
             }
         }
+        // The bytes of new values, read again from their lines: by row, and so in the order
+        // of their ids within each field.
+        self.fresh.sort_unstable();
+        let mut last_row = usize::MAX;
+        for &(r, f) in &self.fresh {
+            let (a, b) = parsed.spans[r];
+            let line = &block[a..b];
+            if r != last_row {
+                // split again, so that the parser can hand out this line's values
+                self.parser.count_columns(line);
+                last_row = r;
+            }
+            self.ids
+                .set_value(f, self.idx[r * nf + f], &self.parser.cat_value(line, f));
+        }
+        for (r, &split) in self.splits.iter().enumerate() {
+            self.writer
+                .push(
+                    split,
+                    &parsed.dense[r * nd..(r + 1) * nd],
+                    &self.idx[r * nf..(r + 1) * nf],
+                    parsed.labels[r],
+                )
+                .with_context(|| format!("cannot write the cache for {}", self.out.display()))?;
+        }
+        self.next_line += parsed.lines as u64;
+        if self.ids.max_ids() > MAX_IDS {
+            bail!(
+                "{}: a categorical field has more than {MAX_IDS} distinct values; prepare \
+                 supports fewer",
+                self.file.display()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -571,9 +621,89 @@ fn check_same_header(path: &Path, header: &[String], like: &Layout) -> Result<()
     Ok(())
 }
 
-impl Drop for Pass<'_> {
-    fn drop(&mut self) {
-        self.bar
-            .set_position(self.bar_base + self.reader.bytes_read);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::blocks::BLOCK_BYTES as BLOCK;
+
+    fn golden(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/prepare-golden")
+            .join(name)
+    }
+
+    /// A cache's files by name, with `meta.json` less its time and source path.
+    type Contents = Vec<(String, Vec<u8>)>;
+
+    fn contents(dir: &Path) -> Contents {
+        let mut files = Vec::new();
+        for sub in ["", "train", "valid", "test"] {
+            let mut names: Vec<_> = std::fs::read_dir(dir.join(sub))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.is_file())
+                .collect();
+            names.sort();
+            for p in names {
+                let mut bytes = std::fs::read(&p).unwrap();
+                if p.ends_with(crate::data::META_FILE) {
+                    let mut meta: CacheMeta = serde_json::from_slice(&bytes).unwrap();
+                    meta.created_unix = 0;
+                    meta.source = String::new();
+                    bytes = serde_json::to_vec(&meta).unwrap();
+                }
+                files.push((p.strip_prefix(dir).unwrap().display().to_string(), bytes));
+            }
+        }
+        files
+    }
+
+    /// Neither the block size nor the number of workers changes the cache, the skipped lines,
+    /// or the line an error names.
+    #[test]
+    fn blocks_and_workers_do_not_change_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let plans =
+            [(BLOCK, 2), (1, 1), (97, 3), (4096, 2), (BLOCK, 1)].map(|(block_bytes, workers)| {
+                BlockPlan {
+                    block_bytes,
+                    workers,
+                }
+            });
+        let mixed = InputFormat::Csv {
+            schema: golden("mixed.yaml"),
+        };
+        let mut cases = vec![
+            PrepareOptions::new(golden("criteo-synth-600.txt"), InputFormat::Criteo, d),
+            PrepareOptions::new(golden("mixed.csv"), mixed.clone(), d),
+            PrepareOptions::new(golden("criteo-edge.txt"), InputFormat::Criteo, d),
+        ];
+        cases[1].skip_bad_lines = true;
+        cases[1].min_count = 2;
+        cases[2].skip_bad_lines = true;
+        cases.push(PrepareOptions::new(golden("mixed.csv"), mixed, d));
+        cases.push(PrepareOptions::new(
+            golden("criteo-edge.txt"),
+            InputFormat::Criteo,
+            d,
+        ));
+        for (c, case) in cases.iter_mut().enumerate() {
+            let mut first: Option<Result<Contents, String>> = None;
+            for (p, plan) in plans.iter().enumerate() {
+                case.out = d.join(format!("case{c}-plan{p}"));
+                let got = prepare_with(case, *plan)
+                    .map(|_| contents(&case.out))
+                    .map_err(|e| format!("{e:#}"));
+                match &first {
+                    None => first = Some(got),
+                    Some(want) => assert!(*want == got, "case {c}: {plan:?} differs"),
+                }
+            }
+            if c >= 3 {
+                let err = first.unwrap().unwrap_err();
+                assert!(err.contains("line 38") || err.contains("line 42"), "{err}");
+            }
+        }
     }
 }

@@ -1,69 +1,126 @@
 //! Per-field vocabularies built from training-split value counts. Values are keyed by the 64-bit
-//! hash of their bytes, so memory grows with the number of distinct values, never with the text.
+//! hash of their bytes, so memory grows with the number of distinct values, never with the
+//! number of rows.
 use crate::data::hash::{hash_bytes, HashKeyMap};
+use crate::data::id_table::IdTable;
 
-/// Training-split occurrence counts, per field.
-pub(crate) struct ValueCounts {
-    maps: Vec<HashKeyMap<u32>>,
+/// Every distinct value of every field, in order of first appearance, with its training count
+/// and its bytes: what `prepare` learns in its one pass over the text. Values are keyed by hash;
+/// the first-seen ids written to the cache are mapped to the final indices afterwards
+/// (`into_vocab`), so the text is parsed once.
+pub(crate) struct ValueIds {
+    fields: Vec<FieldValues>,
 }
 
-impl ValueCounts {
-    pub(crate) fn new(fields: usize) -> ValueCounts {
-        ValueCounts {
-            maps: (0..fields).map(|_| HashKeyMap::default()).collect(),
+#[derive(Default)]
+struct FieldValues {
+    /// Hash of a value's bytes → first-seen id and training occurrences.
+    ids: IdTable,
+    /// The bytes of id `i` (its first occurrence) are `bytes[ends[i - 1]..ends[i]]`.
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl FieldValues {
+    fn value(&self, id: usize) -> &[u8] {
+        let start = if id == 0 { 0 } else { self.ends[id - 1] };
+        &self.bytes[start..self.ends[id]]
+    }
+}
+
+/// What the values' counts make of the first-seen ids.
+pub(crate) struct BuiltVocab {
+    /// Per field: the final index of each first-seen id (0 = OOV).
+    pub remap: Vec<Vec<u32>>,
+    /// Per field: training count of each index (index 0 = rows mapped to OOV).
+    pub freq: Vec<Vec<u32>>,
+    /// Per field: the raw value of each index (index 0, OOV, is `None`).
+    pub values: Vec<Vec<Option<Vec<u8>>>>,
+}
+
+impl ValueIds {
+    pub(crate) fn new(fields: usize) -> ValueIds {
+        ValueIds {
+            fields: (0..fields).map(|_| FieldValues::default()).collect(),
         }
     }
 
-    pub(crate) fn add(&mut self, cats: &[u64]) {
-        for (map, &h) in self.maps.iter_mut().zip(cats) {
-            let c = map.entry(h).or_insert(0);
-            *c = c.saturating_add(1);
-        }
+    /// The first-seen id of the value of field `field` whose hash is `hash`, and whether it is
+    /// new (its bytes are then due: `set_value`); a training occurrence is counted.
+    #[inline]
+    pub(crate) fn id(&mut self, field: usize, hash: u64, train: bool) -> (u32, bool) {
+        self.fields[field].ids.id(hash, u32::from(train))
+    }
+
+    /// Hints that `hash` of `field` is looked up soon (see `IdTable::prefetch`).
+    #[inline]
+    pub(crate) fn prefetch(&self, field: usize, hash: u64) {
+        self.fields[field].ids.prefetch(hash);
+    }
+
+    /// Records the bytes of a new id (in order of the ids).
+    pub(crate) fn set_value(&mut self, field: usize, id: u32, value: &[u8]) {
+        let f = &mut self.fields[field];
+        debug_assert_eq!(
+            id as usize,
+            f.ends.len(),
+            "values are set in order of their ids"
+        );
+        f.bytes.extend_from_slice(value);
+        f.ends.push(f.bytes.len());
+    }
+
+    /// The most ids of any field (ids are `u32`s).
+    pub(crate) fn max_ids(&self) -> usize {
+        self.fields.iter().map(|f| f.ids.len()).max().unwrap_or(0)
     }
 
     /// Index 0 of every field is out-of-vocabulary; values seen at least `min_count` times get
     /// 1, 2, ... in order of decreasing count (ties by hash, so the result is deterministic).
-    pub(crate) fn into_vocab(self, min_count: u32) -> Vocab {
+    pub(crate) fn into_vocab(self, min_count: u32) -> BuiltVocab {
         let min_count = min_count.max(1);
-        let mut maps = Vec::with_capacity(self.maps.len());
-        let mut freq = Vec::with_capacity(self.maps.len());
-        for mut map in self.maps {
-            let mut kept: Vec<(u32, u64)> = Vec::new();
+        let mut built = BuiltVocab {
+            remap: Vec::with_capacity(self.fields.len()),
+            freq: Vec::with_capacity(self.fields.len()),
+            values: Vec::with_capacity(self.fields.len()),
+        };
+        for mut f in self.fields {
+            let mut kept: Vec<(u32, u64, u32)> = Vec::new();
             let mut oov = 0u32;
-            for (&h, &c) in &map {
+            for (h, id, c) in f.ids.entries() {
                 if c >= min_count {
-                    kept.push((c, h));
+                    kept.push((c, h, id));
                 } else {
                     oov = oov.saturating_add(c);
                 }
             }
+            let ids = f.ids.len();
+            f.ids = IdTable::default();
             kept.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            map.retain(|_, c| *c >= min_count);
+            let mut remap = vec![0u32; ids];
             let mut counts = Vec::with_capacity(kept.len() + 1);
+            let mut values = Vec::with_capacity(kept.len() + 1);
             counts.push(oov);
-            for (i, &(c, h)) in kept.iter().enumerate() {
-                map.insert(h, i as u32 + 1);
+            values.push(None);
+            for (i, &(c, _, id)) in kept.iter().enumerate() {
+                remap[id as usize] = i as u32 + 1;
                 counts.push(c);
+                values.push(Some(f.value(id as usize).to_vec()));
             }
-            map.shrink_to_fit();
-            maps.push(map);
-            freq.push(counts);
+            built.remap.push(remap);
+            built.freq.push(counts);
+            built.values.push(values);
         }
-        Vocab { maps, freq }
+        built
     }
 }
 
+/// The lookup from a value's hash to its index, per field (serving: `mlet predict`).
 pub(crate) struct Vocab {
     maps: Vec<HashKeyMap<u32>>,
-    /// Per field: training count of each index (index 0 = rows mapped to OOV).
-    pub freq: Vec<Vec<u32>>,
 }
 
 impl Vocab {
-    pub(crate) fn cardinalities(&self) -> Vec<usize> {
-        self.freq.iter().map(Vec::len).collect()
-    }
-
     /// Field-local indices of a row's values; unknown values map to 0.
     pub(crate) fn map_row(&self, cats: &[u64], out: &mut [u32]) {
         for ((o, map), h) in out.iter_mut().zip(&self.maps).zip(cats) {
@@ -87,53 +144,7 @@ impl Vocab {
                 map
             })
             .collect();
-        Vocab {
-            maps,
-            freq: values.iter().map(|f| vec![0; f.len()]).collect(),
-        }
-    }
-}
-
-/// The raw value of every vocabulary index, collected while `prepare` writes the cache: a value
-/// is copied the first time its index is written, so memory follows the vocabulary, not the file.
-pub(crate) struct ValueCollector {
-    values: Vec<Vec<Option<Vec<u8>>>>,
-    missing: usize,
-}
-
-impl ValueCollector {
-    pub(crate) fn new(cardinalities: &[usize]) -> ValueCollector {
-        ValueCollector {
-            values: cardinalities.iter().map(|&n| vec![None; n]).collect(),
-            missing: cardinalities.iter().map(|&n| n.saturating_sub(1)).sum(),
-        }
-    }
-
-    /// Records `value` of field `field` at `index` unless it is known (or OOV). `value` is only
-    /// called when needed.
-    pub(crate) fn offer<'a>(
-        &mut self,
-        field: usize,
-        index: u32,
-        value: impl FnOnce() -> std::borrow::Cow<'a, [u8]>,
-    ) {
-        if self.missing == 0 || index == 0 {
-            return;
-        }
-        let slot = &mut self.values[field][index as usize];
-        if slot.is_none() {
-            *slot = Some(value().into_owned());
-            self.missing -= 1;
-        }
-    }
-
-    /// Indices of the training vocabulary never seen (none after a pass over the same rows).
-    pub(crate) fn missing(&self) -> usize {
-        self.missing
-    }
-
-    pub(crate) fn into_values(self) -> Vec<Vec<Option<Vec<u8>>>> {
-        self.values
+        Vocab { maps }
     }
 }
 
@@ -142,18 +153,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn min_count_and_order() {
-        let mut counts = ValueCounts::new(1);
-        for h in [5u64, 5, 5, 7, 7, 9] {
-            counts.add(&[h]);
+    fn min_count_order_and_values() {
+        let mut ids = ValueIds::new(1);
+        // "x" appears first but only outside training; "b" and "a" tie at 2 (order by hash)
+        let rows: [(&[u8], bool); 8] = [
+            (b"x", false),
+            (b"c", true),
+            (b"b", true),
+            (b"a", true),
+            (b"c", true),
+            (b"b", true),
+            (b"a", true),
+            (b"c", true),
+        ];
+        let mut first_seen = Vec::new();
+        for (v, train) in rows {
+            let (id, new) = ids.id(0, hash_bytes(v), train);
+            if new {
+                ids.set_value(0, id, v);
+                first_seen.push(v);
+            }
         }
-        let vocab = counts.into_vocab(2);
-        assert_eq!(vocab.freq, vec![vec![1, 3, 2]]);
-        let mut out = [0u32];
-        for (h, want) in [(5u64, 1u32), (7, 2), (9, 0), (11, 0)] {
-            vocab.map_row(&[h], &mut out);
-            assert_eq!(out[0], want);
+        assert_eq!(first_seen, [b"x", b"c", b"b", b"a"]);
+        assert_eq!(ids.max_ids(), 4);
+        let built = ids.into_vocab(2);
+        let (a, b) = if hash_bytes(b"a") < hash_bytes(b"b") {
+            (2, 3)
+        } else {
+            (3, 2)
+        };
+        assert_eq!(built.freq, vec![vec![0, 3, 2, 2]]);
+        assert_eq!(built.remap, vec![vec![0, 1, b, a]]);
+        assert_eq!(built.values[0][1].as_deref(), Some(&b"c"[..]));
+        assert_eq!(built.values[0][a as usize].as_deref(), Some(&b"a"[..]));
+        assert_eq!(built.values[0][0], None);
+        // min_count 3 leaves "c" alone; "a" and "b" count as OOV
+        let mut ids = ValueIds::new(1);
+        for (v, train) in rows {
+            let (id, new) = ids.id(0, hash_bytes(v), train);
+            if new {
+                ids.set_value(0, id, v);
+            }
         }
+        assert_eq!(ids.into_vocab(3).freq, vec![vec![4, 3]]);
     }
 
     #[test]
@@ -165,10 +207,5 @@ mod tests {
             vocab.map_row(&[hash_bytes(v)], &mut out);
             assert_eq!(out[0], want, "{v:?}");
         }
-        let mut c = ValueCollector::new(&[3]);
-        c.offer(0, 2, || std::borrow::Cow::Borrowed(&b"x"[..]));
-        c.offer(0, 2, || panic!("already known: not asked again"));
-        c.offer(0, 0, || panic!("OOV has no value"));
-        assert_eq!(c.missing(), 1);
     }
 }

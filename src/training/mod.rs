@@ -21,7 +21,7 @@ pub use device::{
 };
 pub use early_stop::{BEST_WEIGHTS, EPOCHS_HEADER, EPOCHS_LOG};
 pub use evaluation::{eval_batch_size, evaluate_split, evaluate_trained, predict, Evaluation};
-pub use memory::{peak_rss_bytes, MemoryBudget, PhasePeak};
+pub use memory::{peak_rss_bytes, reset_peak_rss, MemoryBudget, PhasePeak};
 pub use optimizer::{Optimizer, SparseGrad};
 pub use run_dir::{RunDir, CHECKPOINT, METRICS};
 pub use run_lock::{Acquired, RunLock};
