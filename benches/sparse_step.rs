@@ -1,11 +1,15 @@
 //! Training-step time of DLRM with one huge categorical field: 10^4 vs 10^7 rows, single-layer
 //! and MLET. With sparse embedding updates the step time must not grow with the table size.
 //! Then the multi-embedding part (`multi_embedding/mod.rs`): DCNv2 and DNN with M = 1, 2, 4, 10
-//! embedding sets against single embedding of the same total size.
+//! embedding sets against single embedding of the same total size. Then the compute-bound
+//! part (`compute/mod.rs`): the machine's matmul rate, xDeepFM's CIN and AutoInt's attention
+//! against it, and their whole-model samples/s.
 //!
 //! `make bench` (or `cargo bench --bench sparse_step`); prints the median of several timed steps.
-//! Arguments after `--`: `dlrm` or `multi` (only that part), `--batch N`, `--warmup N`,
-//! `--steps N`, `--threads N` (of the multi-embedding part), `--csv PATH` (its CSV).
+//! Arguments after `--`: `dlrm`, `multi` or `compute` (only those parts), `--batch N`, `--warmup N`,
+//! `--steps N`, `--threads N` (libtorch's threads: of the multi-embedding part, default 1, and of
+//! the compute part, default all cores), `--rounds N` (of the compute part's rates), `--csv PATH`
+//! (the multi-embedding CSV).
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::Device;
@@ -18,6 +22,7 @@ use mlet::data::Batch;
 use mlet::models::{CtrModel, InputShape};
 use mlet::training::{train_step, Optimizer};
 
+mod compute;
 mod multi_embedding;
 
 const BATCH: usize = 128;
@@ -131,7 +136,13 @@ fn main() {
         threads: 1,
         csv: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/multi_embedding.csv"),
     };
-    let (mut only_dlrm, mut only_multi) = (false, false);
+    let mut compute_settings = compute::Settings {
+        batches: vec![256, 2048],
+        rounds: 5,
+        steps: 3,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let mut parts = Vec::new();
     let mut args = std::env::args().skip(1);
     let number = |v: Option<String>, flag: &str| -> usize {
         v.and_then(|v| v.parse().ok())
@@ -141,23 +152,30 @@ fn main() {
         match a.as_str() {
             // cargo bench passes --bench to harness-less benches
             "--bench" => {}
-            "dlrm" => only_dlrm = true,
-            "multi" => only_multi = true,
+            "dlrm" | "multi" | "compute" => parts.push(a),
             "--batch" => me.batch = number(args.next(), "--batch"),
             "--warmup" => me.warmup = number(args.next(), "--warmup"),
             "--steps" => me.steps = number(args.next(), "--steps").max(1),
-            "--threads" => me.threads = number(args.next(), "--threads").max(1),
+            "--threads" => {
+                me.threads = number(args.next(), "--threads").max(1);
+                compute_settings.threads = me.threads;
+            }
+            "--rounds" => compute_settings.rounds = number(args.next(), "--rounds").max(1),
             "--csv" => me.csv = args.next().expect("--csv takes a path").into(),
             other => panic!(
-                "unknown argument {other:?} (dlrm, multi, --batch N, --warmup N, --steps N, \
-                 --threads N, --csv PATH)"
+                "unknown argument {other:?} (dlrm, multi, compute, --batch N, --warmup N, --steps N, \
+                 --threads N, --rounds N, --csv PATH)"
             ),
         }
     }
-    if !only_multi {
+    let runs = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
+    if runs("dlrm") {
         dlrm();
     }
-    if !only_dlrm {
+    if runs("multi") {
         multi_embedding::run(&me);
+    }
+    if runs("compute") {
+        compute::run(&compute_settings);
     }
 }
