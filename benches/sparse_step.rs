@@ -6,10 +6,13 @@
 //! - `multi` (`multi_embedding/mod.rs`): DCNv2 and DNN with M = 1, 2, 4, 10 embedding sets
 //!   against single embedding of the same total size;
 //! - `memory` (`memory/mod.rs`): peak resident memory of three whole runs against their budget;
+//! - `compute` (`compute/mod.rs`): the machine's matmul rate, xDeepFM's CIN and AutoInt's
+//!   attention against it, and their whole-model samples/s;
 //! - `prepare` (`prepare/mod.rs`): `mlet data prepare`'s rows/s on a synthetic file.
 //!
 //! Arguments after `--`: part names (only those parts; all by default), `--threads N` (of the
-//! overhead and multi-embedding parts), `--rounds N` (overhead), `--batch N`, `--warmup N`,
+//! overhead, multi-embedding and compute parts), `--rounds N` (overhead and compute rounds),
+//! `--batch N`, `--warmup N`,
 //! `--steps N`, `--csv PATH` (multi-embedding), `--rows N`, `--max-steps N` (memory),
 //! `--prepare-rows N`, `--prepare-runs N` (prepare).
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ use mlet::data::Batch;
 use mlet::models::{CtrModel, InputShape};
 use mlet::training::{train_step, Optimizer};
 
+mod compute;
 mod memory;
 mod multi_embedding;
 mod overhead;
@@ -146,6 +150,12 @@ fn main() {
         steps: 30,
         threads: 2,
     };
+    let mut compute_settings = compute::Settings {
+        batches: vec![256, 2048],
+        rounds: 5,
+        steps: 3,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     let mut parts: Vec<String> = Vec::new();
     let mut mem = memory::Settings {
         rows: 1_000_000,
@@ -166,8 +176,11 @@ fn main() {
         match a.as_str() {
             // cargo bench passes --bench to harness-less benches
             "--bench" => {}
-            "dlrm" | "multi" | "overhead" | "memory" | "prepare" => parts.push(a),
-            "--rounds" => mlet_overhead.rounds = number(args.next(), "--rounds").max(1),
+            "dlrm" | "multi" | "overhead" | "compute" | "memory" | "prepare" => parts.push(a),
+            "--rounds" => {
+                mlet_overhead.rounds = number(args.next(), "--rounds").max(1);
+                compute_settings.rounds = mlet_overhead.rounds;
+            }
             "--rows" => mem.rows = number(args.next(), "--rows").max(1000),
             "--max-steps" => mem.max_steps = number(args.next(), "--max-steps").max(1),
             "--prepare-rows" => pp.rows = number(args.next(), "--prepare-rows").max(1),
@@ -178,10 +191,12 @@ fn main() {
             "--threads" => {
                 me.threads = number(args.next(), "--threads").max(1);
                 mlet_overhead.threads = me.threads;
+                compute_settings.threads = me.threads;
             }
             "--csv" => me.csv = args.next().expect("--csv takes a path").into(),
             other => panic!(
-                "unknown argument {other:?} (overhead, dlrm, multi, memory, prepare, --threads N, \
+                "unknown argument {other:?} (overhead, dlrm, multi, compute, memory, prepare, \
+                 --threads N, \
                  --rounds N, --batch N, --warmup N, --steps N, --csv PATH, --rows N, \
                  --max-steps N, --prepare-rows N, --prepare-runs N)"
             ),
@@ -196,6 +211,9 @@ fn main() {
     }
     if wanted("multi") {
         multi_embedding::run(&me);
+    }
+    if wanted("compute") {
+        compute::run(&compute_settings);
     }
     if wanted("memory") {
         memory::run(&mem);
