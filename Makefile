@@ -15,6 +15,15 @@ DEEPCTR_STAMP := $(VENV)/.deepctr-torch-0.3.0
 FUXICTR_VERSION := 2.3.10
 FUXICTR_STAMP := $(VENV)/.fuxictr-$(FUXICTR_VERSION)
 FUXICTR_SRC := $(VENV)/fuxictr-src
+# The comparative benchmark's TorchRec reference (benches/compare/torchrec_dlrm.py) in a venv of
+# its own: torchrec 1.9.2 and fbgemm-gpu-cpu 1.9.0 are built for torch 2.14, not the 2.13 that
+# tch needs. torchrec names the CUDA package fbgemm-gpu as a dependency, so it is installed
+# without dependencies, next to fbgemm-gpu-cpu and what it imports on the path the benchmark
+# uses (tensordict, tqdm, pyre-extensions); the stamp runs its self-check (the FBGEMM kernel's
+# fused SGD update against a plain PyTorch gradient).
+TORCHREC_VENV ?= .venv-torchrec
+TORCHREC_PYTHON := $(TORCHREC_VENV)/bin/python
+TORCHREC_STAMP := $(TORCHREC_VENV)/.torchrec-1.9.2
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 CARGO ?= cargo
@@ -47,6 +56,15 @@ $(FUXICTR_STAMP): $(TORCH_STAMP)
 	tar -xzf $(FUXICTR_SRC)/fuxictr-$(FUXICTR_VERSION).tar.gz -C $(FUXICTR_SRC) --strip-components 1 \
 		fuxictr-$(FUXICTR_VERSION)/model_zoo/LongCTR/FinalMLP/FinalMLP.py
 	$(PYTHON) tests/parity/layer_parity.py --check-imports
+	touch $@
+
+$(TORCHREC_STAMP):
+	test -x $(TORCHREC_PYTHON) || python3 -m venv $(TORCHREC_VENV)
+	$(TORCHREC_PYTHON) -m pip install --quiet --disable-pip-version-check torch==2.14.0 fbgemm-gpu-cpu==1.9.0
+	$(TORCHREC_PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps torchrec==1.9.2
+	$(TORCHREC_PYTHON) -m pip install --quiet --disable-pip-version-check torch==2.14.0 \
+		tensordict==0.15.3 tqdm pyre-extensions numpy
+	$(TORCHREC_PYTHON) -W ignore benches/compare/torchrec_dlrm.py --self-check
 	touch $@
 
 build: $(TORCH_STAMP)
