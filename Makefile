@@ -29,7 +29,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 CARGO ?= cargo
 MLET := target/release/mlet
 
-.PHONY: all venv build test fuzz bench smoke reproduce-fig5 reproduce-fig4 reproduce-fig7 reproduce-table3 reproduce-table5 reproduce-fig8 reproduce-me-table1 fmt clippy clean
+.PHONY: all venv build test fuzz bench bench-compare smoke reproduce-fig5 reproduce-fig4 reproduce-fig7 reproduce-table3 reproduce-table5 reproduce-fig8 reproduce-me-table1 fmt clippy clean
 
 all: build
 
@@ -87,6 +87,22 @@ fuzz: $(TORCH_STAMP)
 BENCH_ARGS ?=
 bench: build
 	$(CARGO) bench --bench sparse_step -- $(BENCH_ARGS)
+
+# The comparative benchmark (docs/benchmarks.md): mlet against plain PyTorch and TorchRec (DLRM)
+# and DeepCTR-Torch as shipped and with sparse embeddings (DeepFM, DCN, AutoInt, xDeepFM), each
+# with single and MLET embeddings, on the same rows; table, target/bench-compare/results.csv and
+# a bar chart. ROWS= (synthetic rows), REPEATS=, WORKLOADS= (names or models, comma-separated),
+# TOOLS=, THREADS=, COMPARE_ARGS= (more options of benches/compare/run.py).
+ROWS ?= 1000000
+REPEATS ?= 3
+WORKLOADS ?=
+TOOLS ?=
+THREADS ?= 2
+COMPARE_ARGS ?=
+bench-compare: build $(DEEPCTR_STAMP) $(TORCHREC_STAMP)
+	$(PYTHON) benches/compare/run.py --rows $(ROWS) --repeats $(REPEATS) --threads $(THREADS) \
+		--workloads "$(WORKLOADS)" --tools "$(TOOLS)" --python $(abspath $(PYTHON)) \
+		--torchrec-python $(abspath $(TORCHREC_PYTHON)) $(COMPARE_ARGS)
 
 smoke: build
 	$(MLET) train experiments/smoke.yaml

@@ -16,6 +16,11 @@ import time
 import numpy as np
 
 
+# Rows per evaluation batch, for every tool (mlet's `eval.batch_size` in the runner's configs):
+# small enough that xDeepFM's CIN intermediate ([B, F*H, d]) stays a few hundred MB.
+EVAL_BATCH = 1024
+
+
 class Split:
     """One split of a cache, memory-mapped as mlet maps it."""
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import Timer, write_result
+from common import EVAL_BATCH, Timer, write_result
 
 
 def mlp(widths, relu_last):
@@ -66,7 +66,7 @@ def batches(split, batch_size):
         )
 
 
-def train_and_evaluate(cache, batch_size, out, step, predict, eval_batch=4096):
+def train_and_evaluate(cache, batch_size, out, step, predict, eval_batch=EVAL_BATCH):
     """Runs `step(dense, cat, label)` over the training rows (timed), then `predict(dense, cat)`
     (logits) over the test rows, and writes the result file."""
     steps = samples = 0
