@@ -48,16 +48,16 @@ def workload(name, base, batch_size, train_rows, test_rows, **extra):
 # workload trains for seconds, not minutes, on 2 cores (DeepCTR-Torch as shipped updates every
 # row of every table each step; xDeepFM's CIN costs the same per sample for every tool).
 WORKLOADS = [
-    workload("dlrm-b128", DLRM, 128, 38_400, 20_000),
-    workload("dlrm-b2048", DLRM, 2048, 102_400, 20_000),
-    workload("deepfm-b256", dict(DEEPCTR, model="deepfm"), 256, 25_600, 20_000),
-    workload("deepfm-b2048", dict(DEEPCTR, model="deepfm"), 2048, 51_200, 20_000),
-    workload("dcn-b256", dict(DEEPCTR, model="dcn"), 256, 25_600, 20_000),
-    workload("dcn-b2048", dict(DEEPCTR, model="dcn"), 2048, 51_200, 20_000),
-    workload("autoint-b256", dict(DEEPCTR, model="autoint"), 256, 25_600, 20_000),
-    workload("autoint-b2048", dict(DEEPCTR, model="autoint"), 2048, 51_200, 20_000),
-    workload("xdeepfm-b256", dict(DEEPCTR, model="xdeepfm"), 256, 10_240, 10_000),
-    workload("xdeepfm-b2048", dict(DEEPCTR, model="xdeepfm"), 2048, 10_240, 10_000),
+    workload("dlrm-b128", DLRM, 128, 25_600, 20_000),
+    workload("dlrm-b2048", DLRM, 2048, 61_440, 20_000),
+    workload("deepfm-b256", dict(DEEPCTR, model="deepfm"), 256, 12_800, 20_000),
+    workload("deepfm-b2048", dict(DEEPCTR, model="deepfm"), 2048, 40_960, 20_000),
+    workload("dcn-b256", dict(DEEPCTR, model="dcn"), 256, 12_800, 20_000),
+    workload("dcn-b2048", dict(DEEPCTR, model="dcn"), 2048, 40_960, 20_000),
+    workload("autoint-b256", dict(DEEPCTR, model="autoint"), 256, 12_800, 20_000),
+    workload("autoint-b2048", dict(DEEPCTR, model="autoint"), 2048, 40_960, 20_000),
+    workload("xdeepfm-b256", dict(DEEPCTR, model="xdeepfm"), 256, 5_120, 5_000),
+    workload("xdeepfm-b2048", dict(DEEPCTR, model="xdeepfm"), 2048, 6_144, 5_000),
 ]
 
 COLUMNS = [
@@ -81,7 +81,11 @@ def parse_args():
     p.add_argument("--python", default=os.path.join(ROOT, ".venv", "bin", "python"))
     p.add_argument("--torchrec-python", default=os.path.join(ROOT, ".venv-torchrec", "bin", "python"))
     p.add_argument("--timeout", type=int, default=900, help="seconds one run may take")
-    return p.parse_args()
+    args = p.parse_args()
+    # the runs start in this directory: every path must be absolute
+    for key in ("out", "mlet", "python", "torchrec_python"):
+        setattr(args, key, os.path.abspath(getattr(args, key)))
+    return args
 
 
 def select(args):
