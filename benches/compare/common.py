@@ -91,12 +91,13 @@ def arguments(description, variants=None):
     return args
 
 
-def setup_threads(threads):
+def setup(threads, seed):
+    """The thread count and the seed of every random draw (the runner passes the repeat's)."""
     import torch
 
     torch.set_num_threads(threads)
-    torch.manual_seed(1)
-    np.random.seed(1)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
 
 
 def write_result(path, samples, steps, train_seconds, labels, probabilities, **extra):

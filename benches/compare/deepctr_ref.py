@@ -80,7 +80,8 @@ def build(kind, cache, w, embedding, variant):
     ]
     dense = [DenseFeat(f"I{j + 1}", 1) for j in range(cache.num_dense)]
     columns = sparse + dense
-    model = getattr(models, MODELS[kind])(columns, columns, device="cpu", **w.get("kwargs", {}))
+    # the constructor seeds torch itself (DeepCTR's default seed is 1024)
+    model = getattr(models, MODELS[kind])(columns, columns, device="cpu", seed=w["seed"])
     # DeepCTR's BaseModel registers the tables' L2 first, then the linear part's
     emb_entry, linear_entry = model.regularization_weight[0], model.regularization_weight[1]
     mlet = embedding == "mlet"
@@ -127,11 +128,10 @@ def columns_of(split):
 def main():
     args = common.arguments(__doc__, variants=["shipped", "sparse"])
     variant = args.variant
-    common.setup_threads(args.threads)
+    common.setup(args.threads, args.workload["seed"])
     w = args.workload
     cache = Cache(args.cache)
     model = build(w["model"], cache, w, args.embedding, variant)
-    torch.set_num_threads(args.threads)  # the model's constructor reseeds, not the threads
     model.compile(torch.optim.Adagrad(model.parameters(), lr=w["lr"]), "binary_crossentropy")
     x = columns_of(cache.train)
     y = np.asarray(cache.train.label)

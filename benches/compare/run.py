@@ -142,7 +142,7 @@ def mlet_config(w, embedding, cache, threads, output):
         "embedding": emb,
         "optimizer": {"kind": w["optimizer"], "lr": w["lr"]},
         "training": {
-            "epochs": 1, "batch_size": w["batch_size"], "seed": 1, "shuffle": False,
+            "epochs": 1, "batch_size": w["batch_size"], "seed": w["seed"], "shuffle": False,
             "threads": threads, "loss_reduction": w["loss"], "log_every": 1_000_000,
         },
         "eval": {"batch_size": 1024},  # common.EVAL_BATCH
@@ -174,6 +174,8 @@ def command(tool, w, embedding, cache, args, work):
 
 
 def run_one(tool, w, embedding, cache, args, repeat):
+    # repeat r initialises every tool's model from seed r, so the AUC range shows the seeds' spread
+    w = dict(w, seed=repeat)
     work = os.path.join(args.out, "work", f"{w['name']}-{embedding}-{tool}-r{repeat}")
     os.makedirs(work, exist_ok=True)
     cmd, result_path = command(tool, w, embedding, cache, args, work)
@@ -287,6 +289,14 @@ def main():
         "(no shuffling) and is tested on the same first test rows",
         flush=True,
     )
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load + args.threads > cores + 0.5:
+        print(
+            f"warning: load average {load:.1f} on {cores} cores: {args.threads} more threads per "
+            "run will wait for cores, and libtorch's threads wait for each other, so every tool "
+            "runs slower than on an idle machine (see load_1m in the CSV)",
+            flush=True,
+        )
     rows = []
     csv_path = os.path.join(args.out, "results.csv")
     for repeat in range(1, args.repeats + 1):

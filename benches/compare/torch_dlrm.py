@@ -35,7 +35,7 @@ class PlainEmbeddings(nn.Module):
 
 def main():
     args = common.arguments(__doc__)
-    common.setup_threads(args.threads)
+    common.setup(args.threads, args.workload["seed"])
     w = args.workload
     cache = Cache(args.cache)
     mlet = args.embedding == "mlet"

@@ -163,7 +163,7 @@ def main():
     if sys.argv[1:] == ["--self-check"]:
         return self_check()
     args = common.arguments(__doc__)
-    common.setup_threads(args.threads)
+    common.setup(args.threads, args.workload["seed"])
     w = args.workload
     cache = Cache(args.cache)
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
