@@ -81,6 +81,10 @@ def parse_args():
     p.add_argument("--python", default=os.path.join(ROOT, ".venv", "bin", "python"))
     p.add_argument("--torchrec-python", default=os.path.join(ROOT, ".venv-torchrec", "bin", "python"))
     p.add_argument("--timeout", type=int, default=900, help="seconds one run may take")
+    p.add_argument(
+        "--report-only", action="store_true",
+        help="recompute the medians, table and chart from OUT/results.csv (e.g. of an interrupted run)",
+    )
     args = p.parse_args()
     # the runs start in this directory: every path must be absolute
     for key in ("out", "mlet", "python", "torchrec_python"):
@@ -269,8 +273,41 @@ def table(rows, summary):
     return "\n".join(lines)
 
 
+def read_runs(path):
+    """The run rows of a results.csv (its `median` rows are recomputed)."""
+    numeric = ("samples_per_s", "train_seconds", "peak_rss_mib", "test_auc", "test_logloss", "load_1m", "wall_seconds")
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["repeat"] == "median":
+                continue
+            for key in numeric:
+                if r[key] != "":
+                    r[key] = float(r[key])
+            rows.append(r)
+    return rows
+
+
+def report(args, rows, csv_path):
+    """Writes the CSV with its medians, prints the table and draws the chart."""
+    summary = medians(rows)
+    write_csv(csv_path, rows + summary)
+    print(table(rows, summary))
+    print(f"\nwrote {csv_path}")
+    chart = subprocess.run(
+        [args.mlet, "plot", csv_path, "--kind", "bench-compare", "--out", args.out],
+        capture_output=True, text=True,
+    )
+    print(chart.stdout.strip() or chart.stderr.strip())
+
+
 def main():
     args = parse_args()
+    if args.report_only:
+        csv_path = os.path.join(args.out, "results.csv")
+        if not os.path.exists(csv_path):
+            sys.exit(f"--report-only: {csv_path} does not exist (run the benchmark first)")
+        return report(args, read_runs(csv_path), csv_path)
     chosen = select(args)
     os.makedirs(args.out, exist_ok=True)
     started = time.perf_counter()
@@ -314,18 +351,10 @@ def main():
                         flush=True,
                     )
                     write_csv(csv_path, rows)
-    summary = medians(rows)
-    write_csv(csv_path, rows + summary)
     print()
     for w in chosen:
         print(f"{w['name']}: {w['train_rows']} training rows ({w['train_rows'] // w['batch_size']} steps of {w['batch_size']}), {w['test_rows']} test rows")
-    print(table(rows, summary))
-    print(f"\nwrote {csv_path}")
-    chart = subprocess.run(
-        [args.mlet, "plot", csv_path, "--kind", "bench-compare", "--out", args.out],
-        capture_output=True, text=True,
-    )
-    print(chart.stdout.strip() or chart.stderr.strip())
+    report(args, rows, csv_path)
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"total {time.perf_counter() - started:.0f} s; {len(rows) - len(failed)} runs ok, {len(failed)} failed")
     sys.exit(1 if failed else 0)
