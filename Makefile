@@ -15,12 +15,21 @@ DEEPCTR_STAMP := $(VENV)/.deepctr-torch-0.3.0
 FUXICTR_VERSION := 2.3.10
 FUXICTR_STAMP := $(VENV)/.fuxictr-$(FUXICTR_VERSION)
 FUXICTR_SRC := $(VENV)/fuxictr-src
+# The comparative benchmark's TorchRec reference (benches/compare/torchrec_dlrm.py) in a venv of
+# its own: torchrec 1.9.2 and fbgemm-gpu-cpu 1.9.0 are built for torch 2.14, not the 2.13 that
+# tch needs. torchrec names the CUDA package fbgemm-gpu as a dependency, so it is installed
+# without dependencies, next to fbgemm-gpu-cpu and what it imports on the path the benchmark
+# uses (tensordict, tqdm, pyre-extensions); the stamp runs its self-check (the FBGEMM kernel's
+# fused SGD update against a plain PyTorch gradient).
+TORCHREC_VENV ?= .venv-torchrec
+TORCHREC_PYTHON := $(TORCHREC_VENV)/bin/python
+TORCHREC_STAMP := $(TORCHREC_VENV)/.torchrec-1.9.2
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 CARGO ?= cargo
 MLET := target/release/mlet
 
-.PHONY: all venv build test fuzz bench smoke reproduce-fig5 reproduce-fig4 reproduce-fig7 reproduce-table3 reproduce-table5 reproduce-fig8 reproduce-me-table1 fmt clippy clean
+.PHONY: all venv build test fuzz bench bench-compare smoke reproduce-fig5 reproduce-fig4 reproduce-fig7 reproduce-table3 reproduce-table5 reproduce-fig8 reproduce-me-table1 fmt clippy clean
 
 all: build
 
@@ -49,6 +58,15 @@ $(FUXICTR_STAMP): $(TORCH_STAMP)
 	$(PYTHON) tests/parity/layer_parity.py --check-imports
 	touch $@
 
+$(TORCHREC_STAMP):
+	test -x $(TORCHREC_PYTHON) || python3 -m venv $(TORCHREC_VENV)
+	$(TORCHREC_PYTHON) -m pip install --quiet --disable-pip-version-check torch==2.14.0 fbgemm-gpu-cpu==1.9.0
+	$(TORCHREC_PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps torchrec==1.9.2
+	$(TORCHREC_PYTHON) -m pip install --quiet --disable-pip-version-check torch==2.14.0 \
+		tensordict==0.15.3 tqdm pyre-extensions numpy
+	$(TORCHREC_PYTHON) -W ignore benches/compare/torchrec_dlrm.py --self-check
+	touch $@
+
 build: $(TORCH_STAMP)
 	$(CARGO) build --release
 
@@ -71,6 +89,22 @@ fuzz: $(TORCH_STAMP)
 BENCH_ARGS ?=
 bench: build
 	$(CARGO) bench --bench sparse_step -- $(BENCH_ARGS)
+
+# The comparative benchmark (docs/benchmarks.md): mlet against plain PyTorch and TorchRec (DLRM)
+# and DeepCTR-Torch as shipped and with sparse embeddings (DeepFM, DCN, AutoInt, xDeepFM), each
+# with single and MLET embeddings, on the same rows; table, target/bench-compare/results.csv and
+# a bar chart. ROWS= (synthetic rows), REPEATS=, WORKLOADS= (names or models, comma-separated),
+# TOOLS=, THREADS=, COMPARE_ARGS= (more options of benches/compare/run.py).
+ROWS ?= 1000000
+REPEATS ?= 3
+WORKLOADS ?=
+TOOLS ?=
+THREADS ?= 2
+COMPARE_ARGS ?=
+bench-compare: build $(DEEPCTR_STAMP) $(TORCHREC_STAMP)
+	$(PYTHON) benches/compare/run.py --rows $(ROWS) --repeats $(REPEATS) --threads $(THREADS) \
+		--workloads "$(WORKLOADS)" --tools "$(TOOLS)" --python $(abspath $(PYTHON)) \
+		--torchrec-python $(abspath $(TORCHREC_PYTHON)) $(COMPARE_ARGS)
 
 smoke: build
 	$(MLET) train experiments/smoke.yaml

@@ -4,7 +4,10 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 
-use crate::plots::{file_safe, plan_figures, plot_training_curve, render_plan, FigureKind};
+use crate::plots::{
+    file_safe, plan_figures, plot_bench_compare, plot_training_curve, read_bench_csv, render_plan,
+    FigureKind,
+};
 use crate::results::read_results_csv;
 
 /// Which figures to draw.
@@ -22,6 +25,9 @@ pub enum KindArg {
     GainByDecile,
     /// Test AUC vs embedding size, single vs multi-embedding (paper 004, Table 1).
     AucVsScale,
+    /// The comparative benchmark's CSV (`make bench-compare`) as bars of every tool's median
+    /// samples/s per workload; not part of `all`, since it reads another kind of CSV.
+    BenchCompare,
 }
 
 impl KindArg {
@@ -33,6 +39,7 @@ impl KindArg {
             KindArg::AucVsSigma => vec![FigureKind::AucVsSigma],
             KindArg::GainByDecile => vec![FigureKind::GainByDecile],
             KindArg::AucVsScale => vec![FigureKind::AucVsScale],
+            KindArg::BenchCompare => Vec::new(),
         }
     }
 }
@@ -115,7 +122,28 @@ pub fn run(args: PlotArgs, quiet: bool) -> Result<()> {
         (None, None) => "runs".into(),
     };
     let mut written = Vec::new();
-    if let Some(results) = &args.results {
+    match &args.results {
+        Some(results) if args.kind == KindArg::BenchCompare => {
+            let bars = read_bench_csv(results)?;
+            if bars.is_empty() {
+                bail!(
+                    "{}: no `median` rows (the benchmark writes them when it finishes)",
+                    results.display()
+                );
+            }
+            let stem = args
+                .out
+                .join(format!("{}_samples_per_s", file_safe(&prefix)));
+            let title = "Training throughput, same rows, model, batch, optimizer and threads";
+            written.extend(plot_bench_compare(&bars, &stem, title)?);
+        }
+        _ => {}
+    }
+    if let Some(results) = args
+        .results
+        .as_ref()
+        .filter(|_| args.kind != KindArg::BenchCompare)
+    {
         let rows = read_results_csv(results)?;
         if rows.is_empty() {
             bail!("{}: the results table has no rows", results.display());

@@ -3,6 +3,7 @@
 //!
 //! Text is drawn with DejaVu Sans embedded in the binary (`assets/fonts/`, Bitstream Vera
 //! licence), so no system font is needed. Nothing here touches tensors.
+mod bench_compare;
 pub(crate) mod chart;
 mod figures;
 mod scaling;
@@ -14,6 +15,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+pub use bench_compare::{plot_bench_compare, read_bench_csv, Bar};
 pub use figures::{
     plot_auc_vs_init_std, plot_gain_by_decile, plot_metric_vs_d, plot_training_curve, Metric,
 };
