@@ -81,11 +81,13 @@ FUZZ_SEED ?= $(shell date +%s)
 fuzz: $(TORCH_STAMP)
 	MLET_FUZZ_CASES=$(FUZZ_CASES) MLET_FUZZ_SEED=$(FUZZ_SEED) $(CARGO) test --release --lib fuzz:: -- --nocapture --test-threads 1
 
-# DLRM step time at 10^4 vs 10^7 rows, then multi-embedding (DCNv2 and DNN, M = 1, 2, 4, 10 sets
-# against single embedding of the same size; CSV in target/bench/multi_embedding.csv), then the
-# compute-bound models (matmul rate, xDeepFM's CIN and AutoInt against it, samples/s). BENCH_ARGS:
-# `dlrm`, `multi` or `compute` for those parts, `--batch N`, `--steps N`, `--warmup N`,
-# `--threads N`, `--rounds N`, `--csv PATH`.
+# The benchmark parts (benches/sparse_step.rs): `overhead` (MLET's step against single-layer,
+# DLRM and DeepFM), `dlrm` (10^4 vs 10^7 rows), `multi` (multi-embedding; CSV in
+# target/bench/multi_embedding.csv), `compute` (matmul rate, CIN and AutoInt against it),
+# `memory` (peak RSS of whole runs against their budget), `prepare` (rows/s of `mlet data
+# prepare`). BENCH_ARGS: part names for only those, `--threads N`, `--rounds N`, `--batch N`,
+# `--steps N`, `--warmup N`, `--csv PATH`, `--rows N`, `--max-steps N`, `--prepare-rows N`,
+# `--prepare-runs N`.
 BENCH_ARGS ?=
 bench: build
 	$(CARGO) bench --bench sparse_step -- $(BENCH_ARGS)
