@@ -215,6 +215,8 @@ mod tests {
     use super::*;
 
     fn run(rule: RowRule, weight_decay: f64, fused: bool) -> Vec<Vec<f32>> {
+        // libtorch's generator is global and tests run in parallel: the same draws need the lock
+        let _rng = crate::training::torch_rng_lock();
         tch::manual_seed(11);
         let opts = (Kind::Float, Device::Cpu);
         let table = Tensor::randn([40, 24], opts);
