@@ -165,7 +165,7 @@ pub fn run(s: &Settings) {
         "(ratio: peak / budget; ratio-prog: (peak - the program's own part) / budget, where the \
          program's part is the resident memory at the start of the run less the cache)"
     );
-    let out = s.dir.join("../memory.csv");
+    let out = s.dir.with_file_name("memory.csv");
     std::fs::write(&out, csv).unwrap();
     println!("wrote {}", out.display());
 }
