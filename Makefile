@@ -64,8 +64,10 @@ fuzz: $(TORCH_STAMP)
 	MLET_FUZZ_CASES=$(FUZZ_CASES) MLET_FUZZ_SEED=$(FUZZ_SEED) $(CARGO) test --release --lib fuzz:: -- --nocapture --test-threads 1
 
 # DLRM step time at 10^4 vs 10^7 rows, then multi-embedding (DCNv2 and DNN, M = 1, 2, 4, 10 sets
-# against single embedding of the same size; CSV in target/bench/multi_embedding.csv). BENCH_ARGS:
-# `dlrm` or `multi` for one part, `--batch N`, `--steps N`, `--warmup N`, `--threads N`, `--csv PATH`.
+# against single embedding of the same size; CSV in target/bench/multi_embedding.csv), then memory
+# (peak RSS of DLRM MLET, DeepFM MLET and xDeepFM runs against their budget; target/bench/memory.csv).
+# BENCH_ARGS: `dlrm`, `multi` or `memory` for one part, `--batch N`, `--steps N`, `--warmup N`,
+# `--threads N`, `--csv PATH`, `--rows N` and `--max-steps N` (memory part).
 BENCH_ARGS ?=
 bench: build
 	$(CARGO) bench --bench sparse_step -- $(BENCH_ARGS)
