@@ -81,6 +81,19 @@ pub fn run(s: &Settings) {
         ]);
     }
     let cache = s.dir.join(format!("cache-{}", s.rows));
+    if !cache.exists() {
+        // here, not in the first run's process, whose start would then hold the preparation's
+        mlet(&[
+            "-q",
+            "data",
+            "prepare",
+            path_str(&raw),
+            "--format",
+            "criteo",
+            "--out",
+            path_str(&cache),
+        ]);
+    }
     let runs = s.dir.join("runs");
     println!(
         "\nMemory: peak resident memory against parameters + optimizer state + data cache \
@@ -137,26 +150,23 @@ pub fn run(s: &Settings) {
         let program = start.saturating_sub(budget.cache_bytes);
         let less_program = peak.saturating_sub(program) as f64 / budget.budget_bytes as f64;
         let ratio = budget.peak_to_budget.unwrap_or(f64::NAN);
+        let [peak_mib, params, opt, cache_mib, budget_mib, start_mib, program_mib] = [
+            peak,
+            budget.parameter_bytes,
+            budget.optimizer_state_bytes,
+            budget.cache_bytes,
+            budget.budget_bytes,
+            start,
+            program,
+        ]
+        .map(mib);
         println!(
-            "{name:<20} {:>9.0} {largest:>16} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {ratio:>6.2} {:>9.0} \
-             {less_program:>11.2}",
-            mib(peak),
-            mib(budget.parameter_bytes),
-            mib(budget.optimizer_state_bytes),
-            mib(budget.cache_bytes),
-            mib(budget.budget_bytes),
-            mib(start),
+            "{name:<20} {peak_mib:>9.0} {largest:>16} {params:>8.0} {opt:>8.0} {cache_mib:>8.0} \
+             {budget_mib:>8.0} {ratio:>6.2} {start_mib:>9.0} {less_program:>11.2}"
         );
         csv += &format!(
-            "{name},{:.1},{largest},{:.1},{:.1},{:.1},{:.1},{ratio:.4},{:.1},{:.1},\
-             {less_program:.4},{:.2},{:.6}\n",
-            mib(peak),
-            mib(budget.parameter_bytes),
-            mib(budget.optimizer_state_bytes),
-            mib(budget.cache_bytes),
-            mib(budget.budget_bytes),
-            mib(start),
-            mib(program),
+            "{name},{peak_mib:.1},{largest},{params:.1},{opt:.1},{cache_mib:.1},{budget_mib:.1},\
+             {ratio:.4},{start_mib:.1},{program_mib:.1},{less_program:.4},{:.2},{:.6}\n",
             metrics.eval_seconds,
             metrics.test.map_or(f64::NAN, |m| m.auc),
         );
@@ -165,7 +175,7 @@ pub fn run(s: &Settings) {
         "(ratio: peak / budget; ratio-prog: (peak - the program's own part) / budget, where the \
          program's part is the resident memory at the start of the run less the cache)"
     );
-    let out = s.dir.join("../memory.csv");
+    let out = s.dir.with_file_name("memory.csv");
     std::fs::write(&out, csv).unwrap();
     println!("wrote {}", out.display());
 }
