@@ -215,17 +215,26 @@ mod tests {
     use super::*;
 
     fn run(rule: RowRule, weight_decay: f64, fused: bool) -> Vec<Vec<f32>> {
-        // libtorch's generator is global and tests run in parallel: the same draws need the lock
-        let _rng = crate::training::torch_rng_lock();
-        tch::manual_seed(11);
-        let opts = (Kind::Float, Device::Cpu);
-        let table = Tensor::randn([40, 24], opts);
+        // values from a local generator: libtorch's is global and other tests draw from it
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut values = |shape: [i64; 2], offset: f32| {
+            let v: Vec<f32> = (0..shape[0] * shape[1])
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - offset
+                })
+                .collect();
+            Tensor::from_slice(&v).view(shape)
+        };
+        let table = values([40, 24], 1.0);
         let slots = match rule {
             RowRule::Sgd { .. } => 0,
             RowRule::Adagrad { .. } => 1,
             RowRule::Adam { .. } => 2,
         };
-        let state: Vec<Tensor> = (0..slots).map(|_| Tensor::rand([40, 24], opts)).collect();
+        let state: Vec<Tensor> = (0..slots).map(|_| values([40, 24], 0.0)).collect();
         let rows = Tensor::from_slice(&[3i64, 7, 8, 21, 39, 0]);
         let update = RowUpdate {
             rule,
@@ -234,7 +243,7 @@ mod tests {
         };
         let before = table.copy();
         for _ in 0..3 {
-            let g = Tensor::randn([6, 24], opts);
+            let g = values([6, 24], 1.0);
             if fused {
                 update.apply_fused(&table, &rows, &g);
             } else {
