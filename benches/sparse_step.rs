@@ -145,7 +145,7 @@ fn main() {
         csv: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/multi_embedding.csv"),
     };
     let mut mlet_overhead = overhead::Settings {
-        rounds: 5,
+        rounds: 15,
         warmup: 5,
         steps: 30,
         threads: 2,

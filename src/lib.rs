@@ -20,6 +20,7 @@ pub mod models;
 pub mod plots;
 pub mod results;
 pub mod serve;
+mod simd;
 pub mod tensor_file;
 mod torch_error;
 pub mod training;

@@ -311,6 +311,7 @@ for slot in {slots:?}:
             name: "emb",
             table: &table,
             lookup: &lookup_rows,
+            l2: 0.0,
         }]);
         let (rel, abs) = diff(&table, &torch_tables.get(s as i64));
         assert!(
@@ -620,7 +621,7 @@ fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
     let table0 = table.copy();
     let rows = Vec::<i64>::try_from(&index.embedding.unique).unwrap();
     assert!((rows.len() as i64) < total, "the batch must leave rows out");
-    let row_grad = to_f64(&forward.lookups[0].rows.grad());
+    let row_grad = to_f64(&forward.lookups[0].rows_grad());
     let dense: Vec<(String, Tensor, Vec<f64>, Vec<f64>)> = {
         let mut v: Vec<(String, Tensor)> = model
             .vs
@@ -637,7 +638,11 @@ fn adam_weight_decay_on_a_model_decays_touched_rows_only() {
             .collect()
     };
     assert!(!dense.is_empty());
-    opt.step(&SparseGrad::of_model(&model, &forward.lookups));
+    opt.step(&SparseGrad::of_model(
+        &model,
+        &forward.lookups,
+        &mlet::config::L2Config::NONE,
+    ));
 
     let close = |got: f64, want: f64, what: &str| {
         assert!(

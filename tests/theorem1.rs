@@ -88,6 +88,7 @@ fn sgd_step(lr: f64, cards: &[usize], d: usize, k: usize) -> Vec<FieldStep> {
         name: "emb",
         table: &emb.table,
         lookup: &lookup,
+        l2: 0.0,
     }]);
     let delta = emb.collapse().table - before;
     emb.offsets()

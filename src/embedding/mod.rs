@@ -23,11 +23,13 @@
 pub mod hash;
 mod index;
 mod init;
+mod projection;
 
 pub use hash::HashedField;
 pub use index::LookupIndex;
 
 use anyhow::{bail, Result};
+use std::cell::OnceCell;
 use tch::{nn, Kind, Tensor};
 
 use crate::config::{EmbeddingConfig, EmbeddingKind};
@@ -96,6 +98,10 @@ pub struct Lookup {
 struct Projected {
     rows: Tensor,
     per_table: Vec<i64>,
+    /// The wide rows' gradient, made by `Embeddings::backward`: written straight into a tensor
+    /// of its own rather than through autograd (the leaf `rows` is fresh every step, so it would
+    /// have no gradient to accumulate into).
+    rows_grad: OnceCell<Tensor>,
 }
 
 impl Lookup {
@@ -107,6 +113,15 @@ impl Lookup {
             rows,
             unique,
             projected: None,
+        }
+    }
+
+    /// The summed gradient of `rows` (the table's sparse gradient) after the loss's backward
+    /// pass and `Embeddings::backward`; undefined when nothing reached them.
+    pub fn rows_grad(&self) -> Tensor {
+        match self.projected.as_ref().and_then(|p| p.rows_grad.get()) {
+            Some(g) => g.shallow_clone(),
+            None => self.rows.grad(),
         }
     }
 }
@@ -270,11 +285,12 @@ impl Embeddings {
         let (distinct, projected) = match &self.projection {
             None => (rows.shallow_clone(), None),
             Some(p) => {
-                let leaf = tch::no_grad(|| project_runs(&rows, &index.per_table, p))
+                let leaf = tch::no_grad(|| projection::forward(&rows, &index.per_table, p))
                     .set_requires_grad(true);
                 let projected = Projected {
                     rows: leaf.shallow_clone(),
                     per_table: index.per_table.clone(),
+                    rows_grad: OnceCell::new(),
                 };
                 (leaf, Some(projected))
             }
@@ -293,9 +309,10 @@ impl Embeddings {
     }
 
     /// After `backward()` of a loss over `lookup.output`: carries the projected rows' gradient
-    /// through MLET's projections, adding `G_t · P_tᵀ` to the gradient of `lookup.rows` and
-    /// `R_tᵀ · G_t` to that of each projection `P_t` (t: a table, R_t and G_t its rows and
-    /// their gradient), as autograd would. Nothing for single-layer tables.
+    /// through MLET's projections, as autograd would: `G_t · P_tᵀ` is the gradient of the wide
+    /// rows of table t (read by `Lookup::rows_grad`, plus whatever autograd gave `lookup.rows`
+    /// directly), and `R_tᵀ · G_t` is added to the gradient of its projection `P_t` (R_t and G_t:
+    /// the table's distinct rows and their projected gradient). Nothing for single-layer tables.
     pub fn backward(&self, lookup: &Lookup) {
         let (Some(p), Some(projected)) = (&self.projection, &lookup.projected) else {
             return;
@@ -304,38 +321,33 @@ impl Embeddings {
         if !g.defined() {
             return;
         }
-        // accumulate straight into a gradient the leaf already has (from the next step on, or
-        // from an L2 penalty); a leaf without one gets it through autograd itself, with a
-        // surrogate Σ x·c whose gradient is exactly c
-        let target = |leaf: &Tensor| {
-            let grad = leaf.grad();
-            let missing = !grad.defined();
-            (if missing { leaf.zeros_like() } else { grad }, missing)
-        };
-        let (rows_grad, rows_missing) = target(&lookup.rows);
-        let (projection_grad, projection_missing) = target(p);
-        tch::no_grad(|| {
-            let rows = lookup.rows.detach();
-            let mut start = 0;
-            for (t, &n) in projected.per_table.iter().enumerate() {
-                let (run, run_grad) = (rows.narrow(0, start, n), g.narrow(0, start, n));
-                let _ = rows_grad
-                    .narrow(0, start, n)
-                    .addmm_(&run_grad, &p.get(t as i64).tr());
-                let _ = projection_grad.get(t as i64).addmm_(&run.tr(), &run_grad);
-                start += n;
+        // the projection is a parameter: from its second step on it has a (zeroed) gradient to
+        // accumulate into; on the first, autograd makes one from a surrogate Σ P·C whose
+        // gradient is exactly C
+        let existing = p.grad();
+        let first = !existing.defined();
+        let projection_grad = if first { p.zeros_like() } else { existing };
+        let rows_grad = tch::no_grad(|| {
+            let rows_grad = projection::backward(
+                &lookup.rows.detach(),
+                &g,
+                &projected.per_table,
+                p,
+                &projection_grad,
+            );
+            let direct = lookup.rows.grad();
+            if direct.defined() {
+                rows_grad + direct
+            } else {
+                rows_grad
             }
         });
-        let surrogates: Vec<Tensor> = [
-            (rows_missing, &lookup.rows, rows_grad),
-            (projection_missing, p, projection_grad),
-        ]
-        .into_iter()
-        .filter(|(missing, _, _)| *missing)
-        .map(|(_, leaf, grad)| (leaf * grad).sum(Kind::Float))
-        .collect();
-        if let Some(surrogate) = surrogates.into_iter().reduce(|a, b| a + b) {
-            surrogate.backward();
+        assert!(
+            projected.rows_grad.set(rows_grad).is_ok(),
+            "Embeddings::backward called twice for one lookup"
+        );
+        if first {
+            (p * &projection_grad).sum(Kind::Float).backward();
         }
     }
 
@@ -456,21 +468,6 @@ impl Embeddings {
     pub fn kind(&self) -> Kind {
         self.table.kind()
     }
-}
-
-/// `[U, k]` rows, sorted by table with `per_table[t]` of table t, times their table's `[k, d]`
-/// projection: one matrix product per table, as `collapse` computes the whole table.
-fn project_runs(rows: &Tensor, per_table: &[i64], projection: &Tensor) -> Tensor {
-    let d = projection.size()[2];
-    let out = rows.new_empty([rows.size()[0], d], (rows.kind(), rows.device()));
-    let mut start = 0;
-    for (t, &n) in per_table.iter().enumerate() {
-        let _ = rows
-            .narrow(0, start, n)
-            .mm_out(&out.narrow(0, start, n), &projection.get(t as i64));
-        start += n;
-    }
-    out
 }
 
 /// Refuses tables that cannot fit before libtorch is asked for them: a failed allocation of

@@ -19,22 +19,31 @@ use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
 use super::row_update::{RowRule, RowUpdate};
-use crate::config::{OptimizerConfig, OptimizerKind};
+use crate::config::{L2Config, OptimizerConfig, OptimizerKind};
 use crate::embedding::Lookup;
 use crate::models::{CtrModel, EMBEDDING_PATH, LINEAR_PATH};
 
-/// A sparse table's gradient after `backward()`: the rows `lookup.unique` of `table` received
-/// the gradient of `lookup.rows`.
+/// A sparse table's gradient after the model's backward pass: the rows `lookup.unique` of
+/// `table` received `lookup.rows_grad()`.
 pub struct SparseGrad<'a> {
     /// The table's VarStore prefix (`emb`, `linear`), naming its optimizer state.
     pub name: &'a str,
     pub table: &'a Tensor,
     pub lookup: &'a Lookup,
+    /// The L2 penalty `l2 · Σ w²` over the rows looked up, applied in the update as its
+    /// gradient `2 · l2 · w` (as weight decay) rather than through autograd: the same gradient
+    /// without a pass over the rows to square them and another to differentiate that.
+    pub l2: f64,
 }
 
 impl<'a> SparseGrad<'a> {
-    /// The sparse gradients of every table of `model` after a forward pass gave `lookups`.
-    pub fn of_model(model: &'a CtrModel, lookups: &'a [Lookup]) -> Vec<SparseGrad<'a>> {
+    /// The sparse gradients of every table of `model` after a forward pass gave `lookups`, with
+    /// `l2.embedding` on the embedding's rows and `l2.linear` on the linear part's.
+    pub fn of_model(
+        model: &'a CtrModel,
+        lookups: &'a [Lookup],
+        l2: &L2Config,
+    ) -> Vec<SparseGrad<'a>> {
         model
             .sparse_tables()
             .into_iter()
@@ -43,6 +52,11 @@ impl<'a> SparseGrad<'a> {
                 name,
                 table: &emb.table,
                 lookup,
+                l2: if name == LINEAR_PATH {
+                    l2.linear
+                } else {
+                    l2.embedding
+                },
             })
             .collect()
     }
@@ -152,10 +166,10 @@ impl Optimizer {
                 }
             }
             for s in sparse {
-                let g = s.lookup.rows.grad();
+                let g = s.lookup.rows_grad();
                 if g.defined() {
                     let rows = &s.lookup.unique;
-                    self.update_rows(&format!("{}.table", s.name), s.table, rows, &g);
+                    self.update_rows(&format!("{}.table", s.name), s.table, rows, &g, s.l2);
                 }
             }
         })
@@ -223,9 +237,9 @@ impl Optimizer {
         }
     }
 
-    /// Updates rows `rows` (distinct) of `table` with their summed gradient `g`; table and state
-    /// rows outside `rows` are not touched.
-    fn update_rows(&mut self, name: &str, table: &Tensor, rows: &Tensor, g: &Tensor) {
+    /// Updates rows `rows` (distinct) of `table` with their summed gradient `g` plus that of
+    /// the penalty `l2 · Σ w²`; table and state rows outside `rows` are not touched.
+    fn update_rows(&mut self, name: &str, table: &Tensor, rows: &Tensor, g: &Tensor, l2: f64) {
         let c = self.config.clone();
         let lr = self.lr_of(name);
         let eps = self.eps();
@@ -253,7 +267,7 @@ impl Optimizer {
         };
         RowUpdate {
             rule,
-            weight_decay: c.weight_decay,
+            weight_decay: c.weight_decay + 2.0 * l2,
             state: &state,
         }
         .apply(table, rows, g);

@@ -6,7 +6,6 @@ use super::optimizer::SparseGrad;
 use super::Optimizer;
 use crate::config::{L2Config, LossReduction};
 use crate::data::Batch;
-use crate::embedding::Lookup;
 use crate::models::{BatchIndex, CtrModel};
 
 /// Dense features, labels and the lookup indices of a batch into `model`'s tables, on `device`.
@@ -44,7 +43,7 @@ pub fn train_step(
     let data_loss = forward
         .logits
         .binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, reduction);
-    let loss = match penalty(model, &forward.lookups, l2) {
+    let loss = match penalty(model, l2) {
         Some(p) => &data_loss + p,
         None => data_loss.shallow_clone(),
     };
@@ -53,7 +52,7 @@ pub fn train_step(
     // per example, whatever the reduction
     let loss_value = data_loss.double_value(&[]) / reduction_scale(reduction, batch.size);
     if loss_value.is_finite() {
-        optimizer.step(&SparseGrad::of_model(model, &forward.lookups));
+        optimizer.step(&SparseGrad::of_model(model, &forward.lookups, l2));
     }
     Ok((loss_value, index))
 }
@@ -65,21 +64,14 @@ fn reduction_scale(reduction: Reduction, batch: usize) -> f64 {
     }
 }
 
-/// The L2 terms of the loss: `l2.embedding · Σ w²` over the embedding rows the batch looked up
-/// (and MLET's projections), `l2.linear` likewise over the linear part's rows, plus the
-/// network's own penalty.
-fn penalty(model: &CtrModel, lookups: &[Lookup], l2: &L2Config) -> Option<Tensor> {
+/// The L2 terms of the loss that autograd differentiates: `l2.embedding · Σ w²` over MLET's
+/// projections plus the network's own penalty. The same penalty on the rows a batch looked up
+/// (embedding and linear part) is applied by the optimizer (`SparseGrad::l2`).
+fn penalty(model: &CtrModel, l2: &L2Config) -> Option<Tensor> {
     let mut terms: Vec<Tensor> = Vec::new();
-    let square_sum = |t: &Tensor| t.square().sum(Kind::Float);
     if l2.embedding > 0.0 {
-        terms.push(square_sum(&lookups[0].rows) * l2.embedding);
         if let Some(p) = &model.embeddings.projection {
-            terms.push(square_sum(p) * l2.embedding);
-        }
-    }
-    if l2.linear > 0.0 {
-        if let Some(rows) = lookups.get(1).map(|l| &l.rows) {
-            terms.push(square_sum(rows) * l2.linear);
+            terms.push(p.square().sum(Kind::Float) * l2.embedding);
         }
     }
     terms.extend(model.network.l2_penalty());
@@ -89,101 +81,147 @@ fn penalty(model: &CtrModel, lookups: &[Lookup], l2: &L2Config) -> Option<Tensor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EmbeddingConfig, EmbeddingKind, ModelConfig, WdlConfig};
+    use crate::config::{
+        EmbeddingConfig, EmbeddingKind, ModelConfig, OptimizerConfig, OptimizerKind, WdlConfig,
+    };
     use crate::models::InputShape;
 
-    fn squares(t: &Tensor) -> Vec<f64> {
-        Vec::<f64>::try_from(t.to_kind(Kind::Double).square().sum_dim_intlist(
-            [-1i64].as_slice(),
-            false,
-            Kind::Double,
-        ))
-        .unwrap()
-    }
+    const CARDS: [usize; 3] = [5, 3, 7];
+    const LR: f64 = 0.5;
+    const L2: L2Config = L2Config {
+        embedding: 0.05,
+        linear: 0.03,
+        dnn: 0.0,
+        interaction: None,
+    };
 
-    /// The penalty against its definition: `l2.embedding` times the squared norm of every
-    /// distinct embedding row the batch looks up (a row looked up twice counts once) plus
-    /// MLET's projections, and `l2.linear` times the same over the linear part's rows; rows
-    /// the batch does not touch add nothing.
-    #[test]
-    fn row_wise_l2_penalty_is_its_definition() {
-        let cards = [5usize, 3, 7];
-        // field 0 repeats id 2, field 2 repeats id 6; id 0 of field 1 is never used
-        let cat: Vec<i64> = vec![2, 1, 6, 2, 2, 0, 4, 1, 6];
-        let batch = Batch {
+    /// field 0 repeats id 2, field 2 repeats id 6; id 0 of field 1 is never used
+    fn batch() -> Batch {
+        Batch {
             size: 3,
             dense: vec![0.5; 3 * 2],
-            cat: cat.clone(),
+            cat: vec![2, 1, 6, 2, 2, 0, 4, 1, 6],
             label: vec![1.0, 0.0, 0.0],
-        };
-        let offsets = [0usize, 5, 8];
-        let mut rows: Vec<usize> = cat
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| offsets[i % 3] + id as usize)
-            .collect();
-        rows.sort();
-        rows.dedup();
-        assert_eq!(rows.len(), 6);
-        for kind in [EmbeddingKind::Single, EmbeddingKind::Mlet] {
-            tch::manual_seed(3);
-            let emb = EmbeddingConfig {
-                dim: 4,
-                kind,
-                k: Some(6),
-                init_std: 0.5,
-                table_init: Default::default(),
-                table_std: 1e-4,
-                sets: 1,
-                hash: None,
-            };
-            let model_cfg = ModelConfig::Wdl(WdlConfig {
-                dnn_hidden_units: vec![8],
-                ..Default::default()
-            });
-            let shape = InputShape {
-                num_dense: 2,
-                cardinalities: cards.to_vec(),
-                hashed: vec![],
-            };
-            let model = CtrModel::new(&model_cfg, &emb, &shape, Device::Cpu).unwrap();
-            // the linear part starts at N(0, 1e-4²); make its rows matter
-            let linear = model.linear.as_ref().unwrap();
-            tch::no_grad(|| {
-                let _ = linear.table.shallow_clone().normal_(0.0, 0.3);
-            });
-            let (dense, _, index) = batch_tensors(&batch, &model, Device::Cpu).unwrap();
-            let forward = model.forward(&dense, &index, true);
-            let l2 = L2Config {
-                embedding: 0.01,
-                linear: 0.003,
-                dnn: 0.0,
-                interaction: None,
-            };
-            let got = penalty(&model, &forward.lookups, &l2)
-                .unwrap()
-                .double_value(&[]);
+        }
+    }
 
-            let emb_sq = squares(&model.embeddings.table);
-            let lin_sq = squares(&linear.table);
-            assert_eq!(emb_sq.len(), 15);
-            let projection = model
-                .embeddings
-                .projection
+    fn fresh_model(kind: EmbeddingKind) -> (CtrModel, Optimizer) {
+        tch::manual_seed(3);
+        let mut emb = EmbeddingConfig::new(4, kind, Some(6));
+        emb.init_std = 0.5;
+        let model_cfg = ModelConfig::Wdl(WdlConfig {
+            dnn_hidden_units: vec![8],
+            ..Default::default()
+        });
+        let shape = InputShape {
+            num_dense: 2,
+            cardinalities: CARDS.to_vec(),
+            hashed: vec![],
+        };
+        let model = CtrModel::new(&model_cfg, &emb, &shape, Device::Cpu).unwrap();
+        // the tables start near zero (N(0, 1e-4²)); make their rows' penalty matter
+        tch::no_grad(|| {
+            let _ = model.embeddings.table.shallow_clone().normal_(0.0, 0.5);
+            let _ = model
+                .linear
                 .as_ref()
-                .map_or(0.0, |p| 0.01 * squares(&p.flatten(0, -1).unsqueeze(0))[0]);
-            let mut want = projection;
-            for &r in &rows {
-                want += 0.01 * emb_sq[r] + 0.003 * lin_sq[r];
-            }
-            assert!(
-                (got - want).abs() <= 1e-5 * want,
-                "{kind:?}: penalty {got}, definition {want}"
+                .unwrap()
+                .table
+                .shallow_clone()
+                .normal_(0.0, 0.3);
+        });
+        let optimizer = Optimizer::new(&OptimizerConfig::new(OptimizerKind::Sgd, LR), &model.vs);
+        (model, optimizer)
+    }
+
+    fn tables(model: &CtrModel) -> Vec<Tensor> {
+        model
+            .sparse_tables()
+            .into_iter()
+            .map(|(_, e)| e.table.copy())
+            .collect()
+    }
+
+    /// The L2 penalty on the rows a batch looks up, which the optimizer applies as weight decay,
+    /// moves the tables as autograd through its definition does: `l2.embedding · Σ w²` over every
+    /// distinct embedding row of the batch (a row looked up twice counts once) and `l2.linear`
+    /// likewise over the linear part's rows, differentiated as part of the loss. Rows the batch
+    /// does not touch are not decayed (DeepCTR-Torch penalises whole tables; we do not).
+    #[test]
+    fn folded_row_penalty_is_autograd_of_its_definition() {
+        for kind in [EmbeddingKind::Single, EmbeddingKind::Mlet] {
+            // the definition: the penalty of the looked-up rows in the loss, through autograd
+            let (model, mut optimizer) = fresh_model(kind);
+            let before = tables(&model);
+            let (dense, labels, index) = batch_tensors(&batch(), &model, Device::Cpu).unwrap();
+            let forward = model.forward(&dense, &index, true);
+            let mut loss = forward.logits.binary_cross_entropy_with_logits::<Tensor>(
+                &labels,
+                None,
+                None,
+                Reduction::Sum,
             );
-            // and it is not the whole-table penalty (DeepCTR-Torch's)
-            let whole =
-                projection + 0.01 * emb_sq.iter().sum::<f64>() + 0.003 * lin_sq.iter().sum::<f64>();
-            assert!(whole - want > 1e-3 * whole, "{whole} vs {want}");
+            for (lookup, l2) in forward.lookups.iter().zip([L2.embedding, L2.linear]) {
+                loss = loss + lookup.rows.square().sum(Kind::Float) * l2;
+            }
+            if let Some(p) = penalty(&model, &L2) {
+                loss = loss + p;
+            }
+            optimizer.zero_grad();
+            model.backward(&loss, &forward.lookups);
+            optimizer.step(&SparseGrad::of_model(
+                &model,
+                &forward.lookups,
+                &L2Config::NONE,
+            ));
+            let want = tables(&model);
+
+            let (model, mut optimizer) = fresh_model(kind);
+            let l2 = L2;
+            train_step(
+                &model,
+                &mut optimizer,
+                &batch(),
+                Device::Cpu,
+                LossReduction::Sum,
+                &l2,
+            )
+            .unwrap();
+            let got = tables(&model);
+            // and without the penalty the step differs: the comparison can fail
+            let (plain, mut plain_optimizer) = fresh_model(kind);
+            train_step(
+                &plain,
+                &mut plain_optimizer,
+                &batch(),
+                Device::Cpu,
+                LossReduction::Sum,
+                &L2Config::NONE,
+            )
+            .unwrap();
+            let plain = tables(&plain);
+            let linear = index.linear.as_ref().unwrap();
+            for (t, touched) in [&index.embedding.unique, &linear.unique]
+                .into_iter()
+                .enumerate()
+            {
+                let diff = (&got[t] - &want[t]).abs().max().double_value(&[]);
+                assert!(
+                    diff <= 1e-6,
+                    "{kind:?} table {t}: {diff} from the definition"
+                );
+                let moved = (&plain[t] - &want[t]).abs().max().double_value(&[]);
+                assert!(
+                    moved > 1e-3,
+                    "{kind:?} table {t}: the penalty moved nothing"
+                );
+                // rows outside the batch: untouched
+                let mask = Tensor::ones([before[t].size()[0]], (Kind::Bool, Device::Cpu))
+                    .index_fill(0, touched, 0);
+                assert!(got[t]
+                    .index(&[Some(&mask)])
+                    .equal(&before[t].index(&[Some(&mask)])));
+            }
         }
     }
 }
