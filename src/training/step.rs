@@ -155,18 +155,22 @@ mod tests {
             let before = tables(&model);
             let (dense, labels, index) = batch_tensors(&batch(), &model, Device::Cpu).unwrap();
             let forward = model.forward(&dense, &index, true);
-            let mut loss = forward.logits.binary_cross_entropy_with_logits::<Tensor>(
+            let data_loss = forward.logits.binary_cross_entropy_with_logits::<Tensor>(
                 &labels,
                 None,
                 None,
                 Reduction::Sum,
             );
-            for (lookup, l2) in forward.lookups.iter().zip([L2.embedding, L2.linear]) {
-                loss = loss + lookup.rows.square().sum(Kind::Float) * l2;
-            }
-            if let Some(p) = penalty(&model, &L2) {
-                loss = loss + p;
-            }
+            let row_penalties = forward
+                .lookups
+                .iter()
+                .zip([L2.embedding, L2.linear])
+                .map(|(lookup, l2)| lookup.rows.square().sum(Kind::Float) * l2);
+            let loss = std::iter::once(data_loss)
+                .chain(row_penalties)
+                .chain(penalty(&model, &L2))
+                .reduce(|a, b| a + b)
+                .unwrap();
             optimizer.zero_grad();
             model.backward(&loss, &forward.lookups);
             optimizer.step(&SparseGrad::of_model(
