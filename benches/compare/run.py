@@ -88,6 +88,11 @@ def parse_args():
     p.add_argument("--torchrec-python", default=os.path.join(ROOT, ".venv-torchrec", "bin", "python"))
     p.add_argument("--timeout", type=int, default=900, help="seconds one run may take")
     p.add_argument(
+        "--no-fork", action="store_true",
+        help="start the references of --python as commands too, not as forks of forkserver.py "
+        "(slower; their peak RSS then counts the pages only the imports touched, as mlet's does)",
+    )
+    p.add_argument(
         "--report-only", action="store_true",
         help="recompute the medians, table and chart from OUT/results.csv (e.g. of an interrupted run)",
     )
@@ -201,7 +206,7 @@ class Launcher:
                 sys.exit(f"{os.path.join(HERE, 'forkserver.py')} did not start under {self.python}")
 
     def run(self, cmd, log_path, timeout):
-        if cmd[0] == self.python:
+        if self.server is not None and cmd[0] == self.python:
             return self._forked(cmd[3:], log_path, timeout)  # python -W ignore SCRIPT ARGS...
         with open(log_path, "w") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
@@ -376,7 +381,8 @@ def main():
             "runs slower than on an idle machine (see load_1m in the CSV)",
             flush=True,
         )
-    launcher = Launcher(args, any(t in FORKED_TOOLS for w in chosen for t in w["tools"]))
+    forks = not args.no_fork and any(t in FORKED_TOOLS for w in chosen for t in w["tools"])
+    launcher = Launcher(args, forks)
     rows = []
     csv_path = os.path.join(args.out, "results.csv")
     for repeat in range(1, args.repeats + 1):
