@@ -226,7 +226,10 @@ class Launcher:
     def _forked(self, argv, log_path, timeout):
         self.server.stdin.write(json.dumps({"argv": argv, "log": log_path, "timeout": timeout}) + "\n")
         self.server.stdin.flush()
-        answer = json.loads(self.server.stdout.readline())
+        line = self.server.stdout.readline()
+        if not line:
+            sys.exit(f"{os.path.join(HERE, 'forkserver.py')} exited (its output is above); the CSV keeps the runs so far")
+        answer = json.loads(line)
         return answer["status"], answer["maxrss_kib"]
 
     def close(self):
