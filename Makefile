@@ -96,7 +96,9 @@ bench: build
 # and DeepCTR-Torch as shipped and with sparse embeddings (DeepFM, DCN, AutoInt, xDeepFM), each
 # with single and MLET embeddings, on the same rows; table, target/bench-compare/results.csv and
 # a bar chart. ROWS= (synthetic rows), REPEATS=, WORKLOADS= (names or models, comma-separated),
-# TOOLS=, THREADS=, COMPARE_ARGS= (more options of benches/compare/run.py).
+# TOOLS=, THREADS=, COMPARE_ARGS= (more options of benches/compare/run.py). The defaults (180
+# runs, each its own process) are sized for about 25 minutes on an idle 2-core machine; the
+# first run also creates .venv-torchrec (torch 2.14 with its CUDA wheels: about 5.5 GB, minutes).
 ROWS ?= 1000000
 REPEATS ?= 3
 WORKLOADS ?=

@@ -78,6 +78,24 @@ fn every_tool_trains_the_same_rows_and_the_csv_has_medians_and_ratios() {
         let expected = speed("mlet", emb) / speed("pytorch", emb);
         assert!((ratio - expected).abs() < 0.006, "{ratio} vs {expected}");
     }
+    // the references run as forks of a server that has imported torch; mlet starts as a command
+    // of the runner, so its peak RSS is its own (a fork of a process holding torch would count
+    // that process's ~400 MiB)
+    for emb in ["single", "mlet-k64"] {
+        let rss = |tool: &str| -> f64 {
+            let m = medians
+                .iter()
+                .find(|r| &r[col("tool")] == tool && &r[col("embedding")] == emb)
+                .unwrap();
+            m[col("peak_rss_mib")].parse().unwrap()
+        };
+        assert!(
+            rss("mlet") < rss("pytorch"),
+            "{emb}: mlet {} MiB, pytorch {} MiB",
+            rss("mlet"),
+            rss("pytorch")
+        );
+    }
     let chart = dir.path().join("results_samples_per_s.png");
     assert!(std::fs::metadata(&chart).unwrap().len() > 1000);
 

@@ -6,7 +6,8 @@ a time, several repeats. See docs/benchmarks.md.
 
 Writes OUT/results.csv (one row per tool x workload x embedding x repeat, then one `median` row
 per tool x workload x embedding with the ratio mlet / tool) and OUT/compare_samples_per_s.png
-(via `mlet plot --kind bench-compare`), and prints the table. Stdlib only.
+(via `mlet plot --kind bench-compare`), and prints the table. Stdlib only (the references of
+`--python` start from benches/compare/forkserver.py, see `Launcher`).
 """
 import argparse
 import csv
@@ -35,6 +36,7 @@ DEEPCTR = {
 }
 DLRM_TOOLS = ["mlet", "pytorch", "torchrec"]
 DEEPCTR_TOOLS = ["mlet", "deepctr", "deepctr-sparse"]
+FORKED_TOOLS = ["pytorch", "deepctr", "deepctr-sparse"]  # run in --python's venv (Launcher)
 
 
 def workload(name, base, batch_size, train_rows, test_rows, **extra):
@@ -44,20 +46,24 @@ def workload(name, base, batch_size, train_rows, test_rows, **extra):
     return w
 
 
-# Training rows per workload: a whole number of batches, sized so that the slowest tool of the
-# workload trains for seconds, not minutes, on 2 cores (DeepCTR-Torch as shipped updates every
-# row of every table each step; xDeepFM's CIN costs the same per sample for every tool).
+# Rows per workload, chosen so that the whole default benchmark (3 repeats of 60 runs) finishes
+# in about 25 minutes on an idle 2-core machine (docs/benchmarks.md, "Workloads and defaults"):
+# a whole number of batches, enough steps that the timed window of the fastest tool is seconds
+# long, and for the slowest tools no more than that. DeepCTR-Torch as shipped updates every row
+# of every table each step (its cost is per step, so fewer steps measure it as well);
+# xDeepFM's CIN costs every tool milliseconds per sample, in training and in evaluation, so
+# its steps and test rows are fewest (a b2048 step is seconds long).
 WORKLOADS = [
-    workload("dlrm-b128", DLRM, 128, 25_600, 20_000),
-    workload("dlrm-b2048", DLRM, 2048, 61_440, 20_000),
-    workload("deepfm-b256", dict(DEEPCTR, model="deepfm"), 256, 12_800, 20_000),
-    workload("deepfm-b2048", dict(DEEPCTR, model="deepfm"), 2048, 40_960, 20_000),
-    workload("dcn-b256", dict(DEEPCTR, model="dcn"), 256, 12_800, 20_000),
-    workload("dcn-b2048", dict(DEEPCTR, model="dcn"), 2048, 40_960, 20_000),
-    workload("autoint-b256", dict(DEEPCTR, model="autoint"), 256, 12_800, 20_000),
-    workload("autoint-b2048", dict(DEEPCTR, model="autoint"), 2048, 40_960, 20_000),
-    workload("xdeepfm-b256", dict(DEEPCTR, model="xdeepfm"), 256, 5_120, 5_000),
-    workload("xdeepfm-b2048", dict(DEEPCTR, model="xdeepfm"), 2048, 6_144, 5_000),
+    workload("dlrm-b128", DLRM, 128, 25_600, 10_000),
+    workload("dlrm-b2048", DLRM, 2048, 40_960, 10_000),
+    workload("deepfm-b256", dict(DEEPCTR, model="deepfm"), 256, 7_680, 10_000),
+    workload("deepfm-b2048", dict(DEEPCTR, model="deepfm"), 2048, 24_576, 10_000),
+    workload("dcn-b256", dict(DEEPCTR, model="dcn"), 256, 7_680, 10_000),
+    workload("dcn-b2048", dict(DEEPCTR, model="dcn"), 2048, 24_576, 10_000),
+    workload("autoint-b256", dict(DEEPCTR, model="autoint"), 256, 7_680, 10_000),
+    workload("autoint-b2048", dict(DEEPCTR, model="autoint"), 2048, 24_576, 10_000),
+    workload("xdeepfm-b256", dict(DEEPCTR, model="xdeepfm"), 256, 2_560, 2_048),
+    workload("xdeepfm-b2048", dict(DEEPCTR, model="xdeepfm"), 2048, 4_096, 2_048),
 ]
 
 COLUMNS = [
@@ -81,6 +87,11 @@ def parse_args():
     p.add_argument("--python", default=os.path.join(ROOT, ".venv", "bin", "python"))
     p.add_argument("--torchrec-python", default=os.path.join(ROOT, ".venv-torchrec", "bin", "python"))
     p.add_argument("--timeout", type=int, default=900, help="seconds one run may take")
+    p.add_argument(
+        "--no-fork", action="store_true",
+        help="start the references of --python as commands too, not as forks of forkserver.py "
+        "(slower; their peak RSS then counts the pages only the imports touched, as mlet's does)",
+    )
     p.add_argument(
         "--report-only", action="store_true",
         help="recompute the medians, table and chart from OUT/results.csv (e.g. of an interrupted run)",
@@ -177,7 +188,57 @@ def command(tool, w, embedding, cache, args, work):
     ], result
 
 
-def run_one(tool, w, embedding, cache, args, repeat):
+class Launcher:
+    """Starts each run as a process of its own and returns its wait status and peak RSS (KiB).
+    mlet and TorchRec (another venv) start as commands; the references of `--python` as forks
+    of benches/compare/forkserver.py, which imports torch and DeepCTR-Torch once per benchmark
+    instead of once per run."""
+
+    def __init__(self, args, forks):
+        self.python = args.python
+        self.server = None
+        if forks:  # started before the first run, so that no run's wall time counts it
+            self.server = subprocess.Popen(
+                [self.python, "-W", "ignore", os.path.join(HERE, "forkserver.py")],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE,
+            )
+            if json.loads(self.server.stdout.readline() or "{}").get("ready") is not True:
+                sys.exit(f"{os.path.join(HERE, 'forkserver.py')} did not start under {self.python}")
+
+    def run(self, cmd, log_path, timeout):
+        if self.server is not None and cmd[0] == self.python:
+            return self._forked(cmd[3:], log_path, timeout)  # python -W ignore SCRIPT ARGS...
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
+            deadline = time.perf_counter() + timeout
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() > deadline:
+                    proc.kill()
+                    pid, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped above
+        return status, usage.ru_maxrss
+
+    def _forked(self, argv, log_path, timeout):
+        self.server.stdin.write(json.dumps({"argv": argv, "log": log_path, "timeout": timeout}) + "\n")
+        self.server.stdin.flush()
+        line = self.server.stdout.readline()
+        if not line:
+            sys.exit(f"{os.path.join(HERE, 'forkserver.py')} exited (its output is above); the CSV keeps the runs so far")
+        answer = json.loads(line)
+        return answer["status"], answer["maxrss_kib"]
+
+    def close(self):
+        if self.server is not None:
+            self.server.stdin.close()
+            self.server.wait()
+
+
+def run_one(tool, w, embedding, cache, args, repeat, launcher):
     # repeat r initialises every tool's model from seed r, so the AUC range shows the seeds' spread
     w = dict(w, seed=repeat)
     work = os.path.join(args.out, "work", f"{w['name']}-{embedding}-{tool}-r{repeat}")
@@ -187,27 +248,16 @@ def run_one(tool, w, embedding, cache, args, repeat):
         os.remove(result_path)
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    with open(os.path.join(work, "log.txt"), "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
-        deadline = started + args.timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    status, maxrss_kib = launcher.run(cmd, os.path.join(work, "log.txt"), args.timeout)
+    returncode = os.waitstatus_to_exitcode(status)
     row = {
         "workload": w["name"], "model": w["model"], "batch_size": w["batch_size"],
         "embedding": embedding if embedding == "single" else f"mlet-k{w['k']}", "tool": tool,
-        "repeat": repeat, "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "load_1m": round(load, 2),
+        "repeat": repeat, "peak_rss_mib": round(maxrss_kib / 1024, 1), "load_1m": round(load, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    if proc.returncode != 0 or not os.path.exists(result_path):
-        row["status"] = f"failed (exit {proc.returncode}; see {os.path.join(work, 'log.txt')})"
+    if returncode != 0 or not os.path.exists(result_path):
+        row["status"] = f"failed (exit {returncode}; see {os.path.join(work, 'log.txt')})"
         return row
     with open(result_path) as f:
         r = json.load(f)
@@ -334,6 +384,8 @@ def main():
             "runs slower than on an idle machine (see load_1m in the CSV)",
             flush=True,
         )
+    forks = not args.no_fork and any(t in FORKED_TOOLS for w in chosen for t in w["tools"])
+    launcher = Launcher(args, forks)
     rows = []
     csv_path = os.path.join(args.out, "results.csv")
     for repeat in range(1, args.repeats + 1):
@@ -342,7 +394,7 @@ def main():
                 # rotate the tools' order each repeat, so that none always runs first
                 shift = (repeat - 1) % len(w["tools"])
                 for tool in w["tools"][shift:] + w["tools"][:shift]:
-                    row = run_one(tool, w, embedding, subsets[w["name"]], args, repeat)
+                    row = run_one(tool, w, embedding, subsets[w["name"]], args, repeat, launcher)
                     rows.append(row)
                     speed = f"{row['samples_per_s']:,.0f} samples/s, AUC {row['test_auc']:.4f}" if row["status"] == "ok" else row["status"]
                     print(
@@ -351,6 +403,7 @@ def main():
                         flush=True,
                     )
                     write_csv(csv_path, rows)
+    launcher.close()
     print()
     for w in chosen:
         print(f"{w['name']}: {w['train_rows']} training rows ({w['train_rows'] // w['batch_size']} steps of {w['batch_size']}), {w['test_rows']} test rows")
