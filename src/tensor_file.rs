@@ -105,10 +105,14 @@ pub fn save_var_store(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
     write_safetensors(&vars, path)
 }
 
+/// Bytes of a variable copied from the file before its pages are let go.
+const LOAD_PIECE_BYTES: usize = 8 << 20;
+
 /// Copies the tensors of the safetensors file at `path` into `vars`, by name, in place: each
 /// variable must be in the file with its shape and kind (what the file has beyond them is
-/// ignored, as `VarStore::load` does). Holds the variables and one tensor's pages of the file,
-/// not the file and a tensor of each beside them.
+/// ignored, as `VarStore::load` does). Holds the variables and 8 MiB of the file's pages (a
+/// whole tensor's where it is not a contiguous CPU one), not the file and a tensor of each
+/// beside them.
 pub fn load_into<S: AsRef<str>, T: AsRef<Tensor>>(vars: &[(S, T)], path: &Path) -> Result<()> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -138,29 +142,37 @@ pub fn load_into<S: AsRef<str>, T: AsRef<Tensor>>(vars: &[(S, T)], path: &Path) 
             data_start + info.data_offsets.0,
             data_start + info.data_offsets.1,
         );
-        let bytes = &map[start..end];
+        // the pages of what was copied leave the process (the page cache keeps them)
+        // SAFETY: nothing borrows those bytes any more; a later read would fault them in
+        let let_go = |from: usize, to: usize| {
+            if to > from {
+                unsafe {
+                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+                }
+                .ok();
+            }
+        };
         if var.device() == Device::Cpu && var.is_contiguous() {
-            // SAFETY: a contiguous CPU tensor holds exactly `bytes.len()` bytes (same shape and
-            // kind, checked above) at `data_ptr`, which `bytes` (a read-only map) cannot overlap
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    bytes.as_ptr(),
-                    var.data_ptr() as *mut u8,
-                    bytes.len(),
-                )
-            };
+            // in pieces, so that a table's file pages are not all resident beside it
+            let dst = var.data_ptr() as *mut u8;
+            for from in (start..end).step_by(LOAD_PIECE_BYTES) {
+                let to = (from + LOAD_PIECE_BYTES).min(end);
+                // SAFETY: a contiguous CPU tensor holds exactly `end - start` bytes (same shape
+                // and kind, checked above) at `data_ptr`, which the read-only map cannot overlap
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        map[from..to].as_ptr(),
+                        dst.add(from - start),
+                        to - from,
+                    )
+                };
+                let_go(from, to);
+            }
         } else {
             let sizes: Vec<i64> = var.size();
-            let host = Tensor::f_from_data_size(bytes, &sizes, var.kind())?;
+            let host = Tensor::f_from_data_size(&map[start..end], &sizes, var.kind())?;
             tch::no_grad(|| var.shallow_clone().f_copy_(&host))?;
-        }
-        if end > start {
-            // this tensor's pages leave the process (the page cache keeps them)
-            // SAFETY: nothing borrows these bytes any more; a later read would fault them in
-            unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
-            }
-            .ok();
+            let_go(start, end);
         }
     }
     Ok(())
@@ -209,7 +221,12 @@ mod tests {
         let path = dir.path().join("w.safetensors");
         let a = Tensor::randn([300, 5], (Kind::Float, Device::Cpu));
         let b = Tensor::from_slice(&[7i64, -1]);
-        write_safetensors(&[("a", &a), ("b", &b), ("extra", &a)], &path).unwrap();
+        // larger than a piece (8 MiB) and not a multiple of it
+        let big = Tensor::randn([2_500_001], (Kind::Float, Device::Cpu));
+        write_safetensors(&[("a", &a), ("b", &b), ("extra", &a), ("big", &big)], &path).unwrap();
+        let into_big = big.zeros_like();
+        load_into(&[("big", &into_big)], &path).unwrap();
+        assert!(into_big.equal(&big));
         let (into_a, into_b) = (a.zeros_like(), b.zeros_like());
         // a strided destination goes through a temporary
         let strided = Tensor::zeros([5, 300], (Kind::Float, Device::Cpu)).transpose(0, 1);

@@ -1,8 +1,10 @@
 //! Issue 10's memory work, asserted structurally (peak memory itself is measured by the `memory`
 //! bench part, not here: it depends on the machine and on whatever else a test process runs):
-//! collapse writes the same bits as the per-table products it replaced, evaluation batches are
-//! sized by the model's per-row estimate and give the same results at any batch size, the budget
-//! in `metrics.json` adds up, and `eval.memory_mb: 0` is refused with the key.
+//! collapse writes the same bits as the per-table products it replaced, and the collapse check's
+//! rows-only collapse the bits of the whole one; evaluation batches are sized by the model's
+//! per-row estimate and give the same results at any batch size; the budget in `metrics.json`
+//! adds up, with the training activations as a term of their own; and `eval.memory_mb: 0` is
+//! refused with the key.
 mod common;
 
 use tch::{nn, Device, Tensor};

@@ -10,7 +10,11 @@
 //! Training is cut to `--max-steps` steps (a tenth for xDeepFM, whose steps cost ~50 times
 //! more): memory does not grow with steps (the optimizer's state is allocated at its first
 //! update and the cache is read whole when opened), while the evaluation, the collapse check
-//! and saving, where the transient copies were, run in full. Writes `target/bench/memory.csv`.
+//! and saving, where the transient copies were, run in full. Each run's line gives its peak, the
+//! budget, the ratio and whether it meets 1.3, the ratio without the program's own part, and
+//! the training activations the model estimates (outside the budget) with the ratio
+//! that counts them; a run that misses gets a line saying why. Writes
+//! `target/bench/memory.csv`.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
