@@ -1,9 +1,11 @@
-//! Safetensors files written straight from the tensors' memory. tch's `write_safetensors` (and
-//! `VarStore::save`) copies each tensor into a fresh buffer before writing it, so saving a run
-//! briefly held a second copy of its largest table (and of its optimizer state); here a
-//! contiguous CPU tensor is written from its own memory, and only other tensors (on a GPU, or
-//! strided) are copied, one at a time. The files are the same: the `safetensors` crate writes
-//! the header and the order.
+//! Safetensors files written straight from the tensors' memory, and read straight into it.
+//! tch's `write_safetensors` (and `VarStore::save`) copies each tensor into a fresh buffer
+//! before writing it, so saving a run briefly held a second copy of its largest table (and of
+//! its optimizer state); here a contiguous CPU tensor is written from its own memory, and only
+//! other tensors (on a GPU, or strided) are copied, one at a time. The files are the same: the
+//! `safetensors` crate writes the header and the order. Loading (`VarStore::load`) read the
+//! whole file into memory and made tensors of it before copying them into the variables; here
+//! each variable is copied from a memory map of the file, whose pages are let go after each.
 use anyhow::{Context, Result};
 use safetensors::tensor::{Dtype, View};
 use std::borrow::Cow;
@@ -17,21 +19,26 @@ struct TensorView<'a> {
     shape: Vec<usize>,
 }
 
+/// The safetensors type of a tensor kind.
+fn dtype_of(name: &str, kind: Kind) -> Result<Dtype> {
+    Ok(match kind {
+        Kind::Bool => Dtype::BOOL,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Int8 => Dtype::I8,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int => Dtype::I32,
+        Kind::Int64 => Dtype::I64,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Half => Dtype::F16,
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        kind => anyhow::bail!("tensor {name}: {kind:?} cannot be written as safetensors"),
+    })
+}
+
 impl<'a> TensorView<'a> {
     fn new(name: &str, tensor: &'a Tensor) -> Result<TensorView<'a>> {
-        let dtype = match tensor.kind() {
-            Kind::Bool => Dtype::BOOL,
-            Kind::Uint8 => Dtype::U8,
-            Kind::Int8 => Dtype::I8,
-            Kind::Int16 => Dtype::I16,
-            Kind::Int => Dtype::I32,
-            Kind::Int64 => Dtype::I64,
-            Kind::BFloat16 => Dtype::BF16,
-            Kind::Half => Dtype::F16,
-            Kind::Float => Dtype::F32,
-            Kind::Double => Dtype::F64,
-            kind => anyhow::bail!("tensor {name}: {kind:?} cannot be written as safetensors"),
-        };
+        let dtype = dtype_of(name, tensor.kind())?;
         let shape = tensor.size().iter().map(|&n| n as usize).collect();
         Ok(TensorView {
             tensor,
@@ -98,6 +105,85 @@ pub fn save_var_store(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
     write_safetensors(&vars, path)
 }
 
+/// Bytes of a variable copied from the file before its pages are let go.
+const LOAD_PIECE_BYTES: usize = 8 << 20;
+
+/// Copies the tensors of the safetensors file at `path` into `vars`, by name, in place: each
+/// variable must be in the file with its shape and kind (what the file has beyond them is
+/// ignored, as `VarStore::load` does). Holds the variables and 8 MiB of the file's pages (a
+/// whole tensor's where it is not a contiguous CPU one), not the file and a tensor of each
+/// beside them.
+pub fn load_into<S: AsRef<str>, T: AsRef<Tensor>>(vars: &[(S, T)], path: &Path) -> Result<()> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: the file is only read, and not expected to change while it is (the run's own files)
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("cannot map {}", path.display()))?;
+    let (header, metadata) = safetensors::SafeTensors::read_metadata(&map)
+        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e:?})", path.display()))?;
+    let infos = metadata.tensors();
+    let data_start = 8 + header;
+    for (name, var) in vars {
+        let (name, var) = (name.as_ref(), var.as_ref());
+        let info = infos
+            .get(name)
+            .with_context(|| format!("{}: no tensor {name}", path.display()))?;
+        let shape: Vec<usize> = var.size().iter().map(|&n| n as usize).collect();
+        if info.shape != shape || info.dtype != dtype_of(name, var.kind())? {
+            anyhow::bail!(
+                "{}: tensor {name} is {:?} {:?}, the model's {:?} {shape:?}",
+                path.display(),
+                info.dtype,
+                info.shape,
+                var.kind()
+            );
+        }
+        let (start, end) = (
+            data_start + info.data_offsets.0,
+            data_start + info.data_offsets.1,
+        );
+        // the pages of what was copied leave the process (the page cache keeps them)
+        // SAFETY: nothing borrows those bytes any more; a later read would fault them in
+        let let_go = |from: usize, to: usize| {
+            if to > from {
+                unsafe {
+                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+                }
+                .ok();
+            }
+        };
+        if var.device() == Device::Cpu && var.is_contiguous() {
+            // in pieces, so that a table's file pages are not all resident beside it
+            let dst = var.data_ptr() as *mut u8;
+            for from in (start..end).step_by(LOAD_PIECE_BYTES) {
+                let to = (from + LOAD_PIECE_BYTES).min(end);
+                // SAFETY: a contiguous CPU tensor holds exactly `end - start` bytes (same shape
+                // and kind, checked above) at `data_ptr`, which the read-only map cannot overlap
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        map[from..to].as_ptr(),
+                        dst.add(from - start),
+                        to - from,
+                    )
+                };
+                let_go(from, to);
+            }
+        } else {
+            let sizes: Vec<i64> = var.size();
+            let host = Tensor::f_from_data_size(&map[start..end], &sizes, var.kind())?;
+            tch::no_grad(|| var.shallow_clone().f_copy_(&host))?;
+            let_go(start, end);
+        }
+    }
+    Ok(())
+}
+
+/// Loads every variable of `vs` from the safetensors file at `path` (`load_into`).
+pub fn load_var_store(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
+    let vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    load_into(&vars, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +213,35 @@ mod tests {
             let (_, original) = tensors.iter().find(|(n, _)| *n == name).unwrap();
             assert!(t.equal(original), "{name}");
         }
+    }
+
+    #[test]
+    fn load_into_restores_what_was_written_and_names_what_does_not_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let a = Tensor::randn([300, 5], (Kind::Float, Device::Cpu));
+        let b = Tensor::from_slice(&[7i64, -1]);
+        // larger than a piece (8 MiB) and not a multiple of it
+        let big = Tensor::randn([2_500_001], (Kind::Float, Device::Cpu));
+        write_safetensors(&[("a", &a), ("b", &b), ("extra", &a), ("big", &big)], &path).unwrap();
+        let into_big = big.zeros_like();
+        load_into(&[("big", &into_big)], &path).unwrap();
+        assert!(into_big.equal(&big));
+        let (into_a, into_b) = (a.zeros_like(), b.zeros_like());
+        // a strided destination goes through a temporary
+        let strided = Tensor::zeros([5, 300], (Kind::Float, Device::Cpu)).transpose(0, 1);
+        load_into(&[("a", &into_a), ("b", &into_b), ("a", &strided)], &path).unwrap();
+        assert!(into_a.equal(&a) && into_b.equal(&b) && strided.equal(&a));
+        let err = |vars: &[(&str, Tensor)]| format!("{:#}", load_into(vars, &path).unwrap_err());
+        assert!(err(&[("c", a.zeros_like())]).contains("no tensor c"));
+        let wrong_shape = err(&[("a", Tensor::zeros([5, 300], (Kind::Float, Device::Cpu)))]);
+        assert!(
+            wrong_shape.contains("tensor a is F32 [300, 5]"),
+            "{wrong_shape}"
+        );
+        assert!(err(&[("b", Tensor::zeros([2], (Kind::Int, Device::Cpu)))]).contains("tensor b"));
+        std::fs::write(&path, b"not safetensors").unwrap();
+        assert!(err(&[("a", a.zeros_like())]).contains("not a safetensors file"));
     }
 
     #[test]

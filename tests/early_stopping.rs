@@ -175,6 +175,8 @@ fn stops_after_patience_and_restores_the_best_epoch() {
     let saved = valid_of_saved_weights(&spec, &data, &run);
     assert_eq!(saved.auc, valid.auc);
     assert_eq!(saved.logloss, valid.logloss);
+    // the best weights were kept in a file of the run directory, not in memory; it is gone
+    assert!(!run.join(mlet::training::BEST_WEIGHTS).exists());
 
     // metrics.json and the figure with its second panel
     let json: serde_json::Value =

@@ -1,8 +1,10 @@
 //! Issue 10's memory work, asserted structurally (peak memory itself is measured by the `memory`
 //! bench part, not here: it depends on the machine and on whatever else a test process runs):
-//! collapse writes the same bits as the per-table products it replaced, evaluation batches are
-//! sized by the model's per-row estimate and give the same results at any batch size, the budget
-//! in `metrics.json` adds up, and `eval.memory_mb: 0` is refused with the key.
+//! collapse writes the same bits as the per-table products it replaced, and the collapse check's
+//! rows-only collapse the bits of the whole one; evaluation batches are sized by the model's
+//! per-row estimate and give the same results at any batch size; the budget in `metrics.json`
+//! adds up, with the training activations as a term of their own; and `eval.memory_mb: 0` is
+//! refused with the key.
 mod common;
 
 use tch::{nn, Device, Tensor};
@@ -55,6 +57,44 @@ fn collapse_writes_the_bits_of_the_per_table_products_also_across_blocks() {
             "collapse changed the bits"
         );
         assert!(collapsed.projection.is_none());
+    }
+}
+
+#[test]
+fn collapse_rows_holds_the_whole_collapsed_tables_bits_for_its_rows_only() {
+    let _rng = common::rng_lock();
+    tch::manual_seed(12);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cards = [70_001, 3, 1, 517];
+    for kind in [EmbeddingKind::Mlet, EmbeddingKind::Single] {
+        let config = match kind {
+            EmbeddingKind::Mlet => mlet_embedding(5, 12, 2),
+            _ => common::embedding(kind),
+        };
+        let emb = Embeddings::new(&(&vs.root() / format!("{kind:?}")), &cards, &config).unwrap();
+        let whole = emb.collapse_shared().table;
+        // both sides of a block boundary (65,536), first and last rows, every table and set
+        let total = whole.size()[0];
+        let rows = [
+            0,
+            5,
+            65_535,
+            65_536,
+            70_000,
+            70_001,
+            70_004,
+            70_005,
+            total - 1,
+        ];
+        let part = emb.collapse_rows(&rows).unwrap();
+        assert_eq!(part.table.size(), [rows.len() as i64, emb.dim()]);
+        let expected = whole.index_select(0, &Tensor::from_slice(&rows));
+        assert!(part.table.equal(&expected), "{kind:?}: other bits");
+        assert!(part.projection.is_none());
+        for bad in [&[5, 5][..], &[6, 5], &[-1], &[total]] {
+            let err = emb.collapse_rows(bad).err().expect("refused");
+            assert!(err.to_string().contains("sorted distinct rows"), "{err}");
+        }
     }
 }
 
@@ -313,6 +353,27 @@ output: {out}
     );
     let ratio = rt.peak_rss_bytes.unwrap() as f64 / b.budget_bytes as f64;
     assert_eq!(b.peak_to_budget, Some(ratio));
+    // the refined term: the default batch (256) of the model's per-row estimate
+    assert_eq!(spec.config.training.batch_size, 256);
+    let shape = InputShape {
+        num_dense: dataset.num_dense(),
+        cardinalities: dataset.cardinalities().to_vec(),
+        hashed: Vec::new(),
+    };
+    let model = CtrModel::new(
+        &spec.config.model,
+        &spec.config.embedding,
+        &shape,
+        Device::Cpu,
+    );
+    assert_eq!(
+        b.training_activation_bytes,
+        256 * model.unwrap().eval_bytes_per_row() as u64
+    );
+    let refined =
+        rt.peak_rss_bytes.unwrap() as f64 / (b.budget_bytes + b.training_activation_bytes) as f64;
+    assert_eq!(b.peak_to_budget_with_activations, Some(refined));
+    assert!(refined < ratio);
 }
 
 #[test]

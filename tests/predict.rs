@@ -154,6 +154,12 @@ fn criteo_rows_predict_what_the_model_predicts() {
         let spread =
             want.iter().cloned().fold(0f32, f32::max) - want.iter().cloned().fold(1f32, f32::min);
         assert!(spread > 0.05, "{name}: predictions barely vary ({spread})");
+        // batches of a run directory are bounded as its evaluation's are
+        let predictor = mlet::serve::Predictor::open(run, Device::Cpu).unwrap();
+        let loaded = load_run(run, Device::Cpu).unwrap();
+        let bound = mlet::training::eval_batch_size(&loaded.config.eval, &loaded.model);
+        assert_eq!(predictor.batch_rows(usize::MAX), bound);
+        assert_eq!(predictor.batch_rows(100), 100.min(bound));
 
         // (a) the run directory, rows with and without the label (the latter on stdin)
         let got = probabilities(&ok(&["predict", path(run), "--input", path(&raw)], None));

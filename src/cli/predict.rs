@@ -35,7 +35,8 @@ pub struct PredictArgs {
     /// data was prepared with.
     #[arg(long)]
     pub schema: Option<PathBuf>,
-    /// Rows per batch (memory is bounded by it).
+    /// Rows per batch at most (memory is bounded by it); a run directory's batches are also
+    /// bounded by its `eval.memory_mb`, as its evaluation's are.
     #[arg(long, default_value_t = 4096, value_parser = at_least_one)]
     pub batch_size: usize,
     /// Device: cpu, cuda or cuda:N.

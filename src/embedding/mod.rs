@@ -440,6 +440,47 @@ impl Embeddings {
         self.with_table(table)
     }
 
+    /// The collapsed rows `rows` (sorted, distinct global row ids) only, `[U, d]` in their order,
+    /// as embeddings whose lookups must be given indices into `rows` (`LookupIndex::unique`
+    /// mapped to positions among them). Each row has the bits `collapse_shared`'s table holds
+    /// for it: MLET rows come out of the same 65,536-row block products, one block held at a
+    /// time, so that checking a few thousand rows does not hold a whole `n x d` table.
+    pub fn collapse_rows(&self, rows: &[i64]) -> Result<Embeddings> {
+        let total = self.table.size()[0];
+        if rows.windows(2).any(|w| w[0] >= w[1]) || rows.iter().any(|&r| r < 0 || r >= total) {
+            bail!("collapse_rows needs sorted distinct rows below {total}");
+        }
+        let device = self.table.device();
+        let ids = |s: &[i64]| Tensor::from_slice(s).to_device(device);
+        let Some(p) = &self.projection else {
+            return Ok(self.with_table(self.table.index_select(0, &ids(rows))));
+        };
+        let table = tch::no_grad(|| {
+            let out = Tensor::empty([rows.len() as i64, self.dim], (self.table.kind(), device));
+            for f in 0..self.num_tables() {
+                let (off, n) = (self.offsets[f], self.cardinalities[f]);
+                let projection = p.get(f as i64);
+                for start in (0..n).step_by(COLLAPSE_BLOCK_ROWS as usize) {
+                    let len = COLLAPSE_BLOCK_ROWS.min(n - start);
+                    let (lo, hi) = (off + start, off + start + len);
+                    let (a, b) = (
+                        rows.partition_point(|&r| r < lo),
+                        rows.partition_point(|&r| r < hi),
+                    );
+                    if a == b {
+                        continue;
+                    }
+                    let local: Vec<i64> = rows[a..b].iter().map(|r| r - lo).collect();
+                    let block = self.table.narrow(0, lo, len).matmul(&projection);
+                    out.narrow(0, a as i64, (b - a) as i64)
+                        .copy_(&block.index_select(0, &ids(&local)));
+                }
+            }
+            out
+        });
+        Ok(self.with_table(table))
+    }
+
     /// These embeddings' fields and sets over a plain `[Σn, d]` table.
     fn with_table(&self, table: Tensor) -> Embeddings {
         Embeddings {

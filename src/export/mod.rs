@@ -74,10 +74,8 @@ pub fn load_run(dir: &Path, device: Device) -> Result<LoadedRun> {
             weights.display()
         );
     }
-    let mut model = CtrModel::new(&config.model, &config.embedding, &shape, device)?;
-    model
-        .vs
-        .load(&weights)
+    let model = CtrModel::new(&config.model, &config.embedding, &shape, device)?;
+    crate::tensor_file::load_var_store(&model.vs, &weights)
         .with_context(|| format!("{}: does not match the run's model", weights.display()))?;
     Ok(LoadedRun {
         dir: dir.to_path_buf(),

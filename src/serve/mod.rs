@@ -9,7 +9,7 @@ use tch::{CModule, Device, Kind, Tensor};
 use crate::data::{Batch, RawRows, VocabFile};
 use crate::export::{load_run, vocab_path, LoadedRun};
 use crate::torch_error::brief;
-use crate::training::batch_tensors;
+use crate::training::{batch_tensors, eval_batch_size};
 
 enum Model {
     Run(Box<LoadedRun>),
@@ -91,6 +91,18 @@ impl Predictor {
         })
     }
 
+    /// Rows per batch for a requested `batch_size`: a run directory's model also bounds them
+    /// by its `eval.memory_mb`, as evaluation does (`eval_batch_size`; xDeepFM's CIN holds
+    /// about 464 KiB a row, so 4,096 rows would be 1.8 GiB); an exported model, whose
+    /// intermediates are not known here, takes `batch_size` as given.
+    pub fn batch_rows(&self, batch_size: usize) -> usize {
+        match &self.model {
+            Model::Run(run) => batch_size.min(eval_batch_size(&run.config.eval, &run.model)),
+            Model::Script(_) => batch_size,
+        }
+        .max(1)
+    }
+
     /// Click probabilities of a batch of mapped rows.
     pub fn predict(&self, batch: &Batch) -> Result<Vec<f32>> {
         if batch.size == 0 {
@@ -139,6 +151,7 @@ pub fn predict_stream(
     let mut rows = RawRows::open(input, &predictor.vocab)?;
     let mut batch = Batch::default();
     let mut total = 0;
+    let batch_size = predictor.batch_rows(batch_size);
     while rows.next_batch(batch_size, &mut batch)? > 0 {
         for p in predictor.predict(&batch)? {
             writeln!(out, "{p}")?;

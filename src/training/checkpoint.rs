@@ -138,9 +138,7 @@ pub fn restore(
     model: &mut CtrModel,
     optimizer: &mut Optimizer,
 ) -> Result<()> {
-    model
-        .vs
-        .load(dir.join(WEIGHTS))
+    crate::tensor_file::load_var_store(&model.vs, &dir.join(WEIGHTS))
         .with_context(|| format!("cannot load the weights of {}", dir.display()))?;
     optimizer.load(&dir.join(OPTIMIZER_STATE))?;
     if optimizer.steps_taken() != state.step as i64 {

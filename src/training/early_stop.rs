@@ -1,11 +1,12 @@
 //! Early stopping (`training.early_stopping`): the validation split is evaluated before training
 //! (epoch 0) and after every epoch, one row per evaluation goes to `epochs.csv`, the best
-//! epoch's weights are kept (a copy of every variable of the model, in memory on the model's
-//! device), training stops once `patience` epochs pass without an improvement, and the best
+//! epoch's weights are kept (every variable of the model, written to `best.safetensors` in the
+//! run directory rather than copied in memory, where they would stand beside the model for the
+//! whole run), training stops once `patience` epochs pass without an improvement, and the best
 //! weights are put back before the test evaluation.
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
 use super::checkpoint::LoopCounters;
@@ -17,7 +18,7 @@ use crate::models::CtrModel;
 
 /// One row per validation evaluation, in the run directory (and its checkpoint).
 pub const EPOCHS_LOG: &str = "epochs.csv";
-/// The best epoch's weights inside a checkpoint.
+/// The best epoch's weights, in the run directory while it trains and inside a checkpoint.
 pub const BEST_WEIGHTS: &str = "best.safetensors";
 
 /// The columns of `epochs.csv` (read back by `plots::read_epochs`).
@@ -57,8 +58,10 @@ pub struct EarlyStopper {
     cfg: EarlyStopping,
     pub state: StopState,
     log: ::csv::Writer<std::fs::File>,
-    /// The best epoch's variables, by name.
-    best: Option<Vec<(String, Tensor)>>,
+    /// The file of the best epoch's variables (`BEST_WEIGHTS` in the run directory), once
+    /// there is a best epoch; removed when the stopper is dropped.
+    best: Option<PathBuf>,
+    run_dir: PathBuf,
     /// Set by the loop when it stops with epochs (and steps) left.
     pub stopped: bool,
 }
@@ -70,9 +73,9 @@ impl EarlyStopper {
         cfg: &EarlyStopping,
         run_dir: &Path,
         checkpoint: Option<(&Path, StopState)>,
-        device: Device,
     ) -> Result<EarlyStopper> {
         let path = run_dir.join(EPOCHS_LOG);
+        let best_path = run_dir.join(BEST_WEIGHTS);
         let (log, state, best) = match checkpoint {
             Some((dir, state)) => {
                 std::fs::copy(dir.join(EPOCHS_LOG), &path)
@@ -85,15 +88,10 @@ impl EarlyStopper {
                     None => None,
                     Some(_) => {
                         let file = dir.join(BEST_WEIGHTS);
-                        let tensors = Tensor::read_safetensors(&file).with_context(|| {
-                            format!("cannot read the best weights {}", file.display())
+                        std::fs::copy(&file, &best_path).with_context(|| {
+                            format!("cannot restore the best weights {}", file.display())
                         })?;
-                        Some(
-                            tensors
-                                .into_iter()
-                                .map(|(n, t)| (n, t.to_device(device)))
-                                .collect(),
-                        )
+                        Some(best_path)
                     }
                 };
                 (crate::results::csv::writer(file), state, best)
@@ -111,6 +109,7 @@ impl EarlyStopper {
             state,
             log,
             best,
+            run_dir: run_dir.to_path_buf(),
             stopped: false,
         })
     }
@@ -177,16 +176,18 @@ impl EarlyStopper {
         Ok((m, epoch - best >= self.cfg.patience))
     }
 
-    /// A copy of every variable of `model` as the best epoch's.
+    /// Writes every variable of `model` as the best epoch's (beside the file, then renamed
+    /// over it: a failed write leaves the previous best).
     fn keep(&mut self, model: &CtrModel, epoch: usize) -> Result<()> {
+        let run_dir = &self.run_dir;
         let mut vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let copies = tch::no_grad(|| {
-            vars.into_iter()
-                .map(|(n, t)| (n, t.detach().copy()))
-                .collect()
-        });
-        self.best = Some(copies);
+        let path = run_dir.join(BEST_WEIGHTS);
+        let partial = run_dir.join(format!("{BEST_WEIGHTS}.partial"));
+        crate::tensor_file::write_safetensors(&vars, &partial)
+            .context("cannot write the best weights")?;
+        std::fs::rename(&partial, &path).context("cannot write the best weights")?;
+        self.best = Some(path);
         self.state.best_epoch = Some(epoch);
         Ok(())
     }
@@ -196,25 +197,15 @@ impl EarlyStopper {
         let Some(best) = &self.best else {
             return Ok(());
         };
-        let vars = model.vs.variables();
-        tch::no_grad(|| -> Result<()> {
-            for (name, saved) in best {
-                let Some(var) = vars.get(name) else {
-                    bail!("the best weights have a variable {name} the model lacks");
-                };
-                let mut var = var.shallow_clone();
-                var.f_copy_(saved)?;
-            }
-            Ok(())
-        })
+        crate::tensor_file::load_var_store(&model.vs, best)
+            .context("cannot put the best weights back")
     }
 
     /// Writes what a checkpoint needs beyond `state`: `epochs.csv` so far and the best weights.
     pub fn write_checkpoint(&self, run_dir: &Path, dir: &Path) -> Result<()> {
         std::fs::copy(run_dir.join(EPOCHS_LOG), dir.join(EPOCHS_LOG))?;
         if let Some(best) = &self.best {
-            let named: Vec<(&str, &Tensor)> = best.iter().map(|(n, t)| (n.as_str(), t)).collect();
-            crate::tensor_file::write_safetensors(&named, &dir.join(BEST_WEIGHTS))
+            std::fs::copy(best, dir.join(BEST_WEIGHTS))
                 .context("cannot save the best weights into the checkpoint")?;
         }
         Ok(())
@@ -225,6 +216,15 @@ impl EarlyStopper {
             best_epoch: self.state.best_epoch,
             epochs_run: self.state.last_epoch.unwrap_or(0),
             stopped_early: self.stopped,
+        }
+    }
+}
+
+impl Drop for EarlyStopper {
+    /// The best weights are in the model (or the run diverged): the file is not part of a run.
+    fn drop(&mut self) {
+        if let Some(best) = &self.best {
+            let _ = std::fs::remove_file(best);
         }
     }
 }

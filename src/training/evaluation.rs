@@ -2,7 +2,7 @@
 //! frequency (paper 001's Table 4, and per decile), and the check that the collapsed model
 //! predicts what the trained one does.
 use anyhow::{Context, Result};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use super::batch_tensors;
 use super::memory::PhasePeaks;
@@ -10,7 +10,7 @@ use crate::config::EvalConfig;
 use crate::data::frequency::sample_log_frequencies;
 use crate::data::{Batch, Dataset, Split, SplitData};
 use crate::metrics::{self, FrequencyMetrics, Metrics};
-use crate::models::CtrModel;
+use crate::models::{BatchIndex, CtrModel};
 
 /// Rows per evaluation batch for `model`: `eval.batch_size`, or fewer where the model's
 /// activations for that many rows (`CtrModel::eval_bytes_per_row`) would exceed
@@ -29,14 +29,27 @@ pub fn predict(
     limit: Option<usize>,
     device: Device,
 ) -> Result<Vec<f32>> {
+    predict_mapped(model, split, batch_size, limit, device, |_| {})
+}
+
+/// `predict`, with each batch's lookup index passed through `map` before the forward pass.
+fn predict_mapped(
+    model: &CtrModel,
+    split: &SplitData,
+    batch_size: usize,
+    limit: Option<usize>,
+    device: Device,
+    map: impl Fn(&mut BatchIndex),
+) -> Result<Vec<f32>> {
     let n = limit.map_or(split.len, |l| l.min(split.len));
     let mut out = Vec::with_capacity(n);
     let mut batch = Batch::default();
     let rows: Vec<usize> = (0..n).collect();
     tch::no_grad(|| -> Result<()> {
-        for chunk in rows.chunks(batch_size) {
+        for chunk in rows.chunks(batch_size.max(1)) {
             split.gather(chunk, &mut batch);
-            let (dense, _, index) = batch_tensors(&batch, model, device)?;
+            let (dense, _, mut index) = batch_tensors(&batch, model, device)?;
+            map(&mut index);
             let logits = model.forward(&dense, &index, false).logits;
             let logits = logits.to_kind(Kind::Float).to_device(Device::Cpu);
             out.extend(Vec::<f32>::try_from(&logits)?);
@@ -75,7 +88,12 @@ fn split_logits(
     Ok(Some((logits, m)))
 }
 
-/// Predicts some test rows with the trained and with the collapsed embeddings.
+/// Rows of the split the collapse check predicts.
+const CHECK_ROWS: usize = 4096;
+
+/// Predicts some test rows with the trained and with the collapsed embeddings. Only the table
+/// rows those lookups read are collapsed (`Embeddings::collapse_rows`, the bits the whole
+/// collapsed table holds for them), not the whole `n x d` table beside the model.
 fn collapse_check(
     model: &mut CtrModel,
     dataset: &Dataset,
@@ -87,10 +105,26 @@ fn collapse_check(
         .map(|s| dataset.split(s))
         .find(|s| s.len > 0)
         .context("no rows to check the collapsed model on")?;
-    let trained = predict(model, &split, batch, Some(4096), device)?;
-    let collapsed = model.embeddings.collapse_shared();
+    let n = CHECK_ROWS.min(split.len);
+    let mut read = Vec::new();
+    let mut gathered = Batch::default();
+    let all: Vec<usize> = (0..n).collect();
+    for chunk in all.chunks(batch.max(1)) {
+        split.gather(chunk, &mut gathered);
+        let index = model.embeddings.index(&gathered.cat, Device::Cpu)?;
+        read.extend(Vec::<i64>::try_from(&index.unique)?);
+    }
+    read.sort_unstable();
+    read.dedup();
+    let trained = predict(model, &split, batch, Some(n), device)?;
+    let collapsed = model.embeddings.collapse_rows(&read)?;
+    let sorted = Tensor::from_slice(&read).to_device(device);
     let trained_embeddings = std::mem::replace(&mut model.embeddings, collapsed);
-    let folded = predict(model, &split, batch, Some(4096), device);
+    let folded = predict_mapped(model, &split, batch, Some(n), device, |index| {
+        // global rows → their positions among the collapsed ones
+        let unique = &index.embedding.unique;
+        index.embedding.unique = unique.searchsorted(&sorted, false, false, "left", None::<Tensor>);
+    });
     model.embeddings = trained_embeddings;
     let folded = folded?;
     Ok(trained

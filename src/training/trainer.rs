@@ -128,6 +128,7 @@ fn train(
         &session.model,
         &session.optimizer,
         dataset,
+        cfg.training.batch_size,
         start_rss_bytes,
         peak_rss_bytes,
     );
@@ -301,12 +302,7 @@ impl<'a> Session<'a> {
                     )),
                     None => None,
                 };
-                Some(EarlyStopper::open(
-                    es,
-                    self.run_dir.dir(),
-                    from,
-                    self.device,
-                )?)
+                Some(EarlyStopper::open(es, self.run_dir.dir(), from)?)
             }
         };
         // training seconds: wall time less the validation evaluations of early stopping
