@@ -4,14 +4,15 @@
 //!
 //! Batches come from `mlet data synth`'s generator (Criteo's 26 fields at the sizes of a 1M-row
 //! synthetic set, Zipf-distributed values), so a batch touches as many distinct rows as real
-//! training does. Both models are built once; rounds alternate which goes first, and each round
-//! gives the ratio of the two median step times (wall-clock and process CPU time); the reported
-//! ratios are the medians over rounds.
+//! training does. Both models are built once and train on the same batches, their steps
+//! interleaved (each pair in alternating order); each round gives the ratio of the two median
+//! step times (wall-clock and process CPU time); the reported ratios are the medians over rounds.
 use std::time::Instant;
 use tch::Device;
 
 use mlet::config::{
-    DeepfmConfig, DlrmConfig, EmbeddingConfig, EmbeddingKind, Family, ModelConfig, TrainingConfig,
+    DeepfmConfig, DlrmConfig, EmbeddingConfig, EmbeddingKind, Family, L2Config, ModelConfig,
+    TrainingConfig,
 };
 use mlet::data::{synthetic_cardinalities, Batch, SynthConfig, Synthesizer};
 use mlet::models::{CtrModel, InputShape};
@@ -106,34 +107,27 @@ fn trainee(w: &Workload, kind: EmbeddingKind, cards: &[usize]) -> Trainee {
     Trainee { model, optimizer }
 }
 
-/// Median milliseconds (process CPU time, wall-clock time) of the steps over `batches`.
-fn time_steps(
+/// One training step on `batch`: its (process CPU time, wall-clock time) in milliseconds.
+fn time_step(
     t: &mut Trainee,
-    batches: &[Batch],
+    batch: &Batch,
     training: &TrainingConfig,
-    w: &Workload,
+    l2: &L2Config,
 ) -> (f64, f64) {
-    let l2 = w.model.l2();
-    let (cpu, wall): (Vec<f64>, Vec<f64>) = batches
-        .iter()
-        .map(|b| {
-            let (start_cpu, start_wall) = (cpu_ms(), Instant::now());
-            train_step(
-                &t.model,
-                &mut t.optimizer,
-                b,
-                Device::Cpu,
-                training.loss_reduction,
-                &l2,
-            )
-            .expect("step");
-            (
-                cpu_ms() - start_cpu,
-                start_wall.elapsed().as_secs_f64() * 1e3,
-            )
-        })
-        .unzip();
-    (median(cpu), median(wall))
+    let (start_cpu, start_wall) = (cpu_ms(), Instant::now());
+    train_step(
+        &t.model,
+        &mut t.optimizer,
+        batch,
+        Device::Cpu,
+        training.loss_reduction,
+        l2,
+    )
+    .expect("step");
+    (
+        cpu_ms() - start_cpu,
+        start_wall.elapsed().as_secs_f64() * 1e3,
+    )
 }
 
 /// The median of `ratios` and their range, as printed.
@@ -167,19 +161,33 @@ pub fn run(s: &Settings) {
         let wall = Instant::now();
         let (mut single_ms, mut mlet_ms) = (Vec::new(), Vec::new());
         let (mut wall_ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
+        let l2 = w.model.l2();
         for (round, chunk) in data.chunks(per_round).enumerate() {
-            let (warm, timed) = chunk.split_at(s.warmup);
-            let measure = |t: &mut Trainee| {
-                time_steps(t, warm, &training, &w);
-                time_steps(t, timed, &training, &w)
+            // the two models' steps interleave, each pair in alternating order: this VM's speed
+            // drifts within a fraction of a second, which timing one model's steps and then the
+            // other's would read as a difference between them
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for (i, batch) in chunk.iter().enumerate() {
+                let step = |t: &mut Trainee| time_step(t, batch, &training, &l2);
+                let (x, y) = if (i + round) % 2 == 0 {
+                    let x = step(&mut single);
+                    (x, step(&mut mlet))
+                } else {
+                    let y = step(&mut mlet);
+                    (step(&mut single), y)
+                };
+                if i >= s.warmup {
+                    a.push(x);
+                    b.push(y);
+                }
+            }
+            let medians = |v: &[(f64, f64)]| {
+                (
+                    median(v.iter().map(|t| t.0).collect()),
+                    median(v.iter().map(|t| t.1).collect()),
+                )
             };
-            let (a, b) = if round % 2 == 0 {
-                let a = measure(&mut single);
-                (a, measure(&mut mlet))
-            } else {
-                let b = measure(&mut mlet);
-                (measure(&mut single), b)
-            };
+            let (a, b) = (medians(&a), medians(&b));
             single_ms.push(a.1);
             mlet_ms.push(b.1);
             cpu_ratios.push(b.0 / a.0);
