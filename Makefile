@@ -82,7 +82,7 @@ fuzz: $(TORCH_STAMP)
 	MLET_FUZZ_CASES=$(FUZZ_CASES) MLET_FUZZ_SEED=$(FUZZ_SEED) $(CARGO) test --release --lib fuzz:: -- --nocapture --test-threads 1
 
 # The benchmark parts (benches/sparse_step.rs): `overhead` (MLET's step against single-layer,
-# DLRM and DeepFM), `dlrm` (10^4 vs 10^7 rows), `multi` (multi-embedding; CSV in
+# DLRM and DeepFM, on 1 and 2 threads), `dlrm` (10^4 vs 10^7 rows), `multi` (multi-embedding; CSV in
 # target/bench/multi_embedding.csv), `compute` (matmul rate, CIN and AutoInt against it),
 # `memory` (peak RSS of whole runs against their budget), `prepare` (rows/s of `mlet data
 # prepare`). BENCH_ARGS: part names for only those, `--threads N`, `--rounds N`, `--batch N`,

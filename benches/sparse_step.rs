@@ -1,6 +1,6 @@
 //! `make bench`: the benchmark parts, each in its own module.
 //! - `overhead` (`overhead/mod.rs`): MLET's step time against a single-layer table's, DLRM and
-//!   DeepFM;
+//!   DeepFM, on 1 thread and on `--threads` (default 2; only those when `--threads` is given);
 //! - `dlrm` (here): DLRM's step time with one field of 10^4 vs 10^7 rows, single-layer and MLET
 //!   (with sparse updates it must not grow with the table);
 //! - `multi` (`multi_embedding/mod.rs`): DCNv2 and DNN with M = 1, 2, 4, 10 embedding sets
@@ -167,6 +167,7 @@ fn main() {
         rows: 1_000_000,
         runs: 5,
     };
+    let mut threads_given = false;
     let mut args = std::env::args().skip(1);
     let number = |v: Option<String>, flag: &str| -> usize {
         v.and_then(|v| v.parse().ok())
@@ -189,6 +190,7 @@ fn main() {
             "--warmup" => me.warmup = number(args.next(), "--warmup"),
             "--steps" => me.steps = number(args.next(), "--steps").max(1),
             "--threads" => {
+                threads_given = true;
                 me.threads = number(args.next(), "--threads").max(1);
                 mlet_overhead.threads = me.threads;
                 compute_settings.threads = me.threads;
@@ -204,6 +206,14 @@ fn main() {
     }
     let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     if wanted("overhead") {
+        // without --threads: on one thread too, the step's work without libtorch's threading
+        // (MLET's hand-written loops run on one thread, libtorch's operations on both)
+        if !threads_given && mlet_overhead.threads > 1 {
+            overhead::run(&overhead::Settings {
+                threads: 1,
+                ..mlet_overhead
+            });
+        }
         overhead::run(&mlet_overhead);
     }
     if wanted("dlrm") {

@@ -25,6 +25,7 @@ const SYNTH_ROWS: usize = 1_000_000;
 const DIM: usize = 16;
 const MLET_K: usize = 64;
 
+#[derive(Clone, Copy)]
 pub struct Settings {
     /// Alternating rounds; each times `steps` steps of both kinds after `warmup` untimed ones.
     pub rounds: usize,
