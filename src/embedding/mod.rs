@@ -8,7 +8,8 @@
 //!   `[Σn, d]` table of the same size as a single-layer one.
 //!
 //! The big table is not an autograd leaf: each step gathers the rows the batch touches into a
-//! small leaf tensor, and the optimizer writes their update back with `index_add_`. A step thus
+//! small leaf tensor, and the optimizer writes their update back (on the CPU in one fused pass,
+//! `training::row_update`; elsewhere with `index_add_`). A step thus
 //! costs in proportion to the rows it touches, never to the table size. The projections are
 //! ordinary dense parameters.
 //!
