@@ -11,7 +11,7 @@
 //! CPU offers.
 use tch::{Device, Kind, Tensor};
 
-use crate::simd::has_avx2;
+use crate::simd::{dispatch, Kernel};
 
 /// `[U, d]`: each distinct row times its table's projection.
 pub fn forward(rows: &Tensor, per_table: &[i64], projection: &Tensor) -> Tensor {
@@ -24,14 +24,14 @@ pub fn forward(rows: &Tensor, per_table: &[i64], projection: &Tensor) -> Tensor 
     // SAFETY: `fusable` checked that both inputs are contiguous f32 CPU tensors; `out` is a
     // fresh contiguous f32 CPU tensor of U·d values, distinct from them
     unsafe {
-        let rows = slice(rows);
-        let projection = slice(projection);
-        let out = slice_mut(&out);
-        if has_avx2() {
-            forward_loops_avx2(rows, per_table, projection, out, k, d)
-        } else {
-            forward_loops(rows, per_table, projection, out, k, d)
-        }
+        dispatch(Forward {
+            rows: slice(rows),
+            per_table,
+            projection: slice(projection),
+            out: slice_mut(&out),
+            k,
+            d,
+        });
     }
     out
 }
@@ -68,18 +68,16 @@ pub fn backward(
         let (rows, grad, transposed) = (slice(rows), slice(grad), slice(&transposed));
         let rows_grad = slice_mut(&rows_grad);
         let projection_grad = slice_mut(projection_grad);
-        let tensors = BackwardSlices {
+        dispatch(Backward {
             rows,
             grad,
             transposed,
             rows_grad,
             projection_grad,
-        };
-        if has_avx2() {
-            backward_loops_avx2(tensors, per_table, k, d)
-        } else {
-            backward_loops(tensors, per_table, k, d)
-        }
+            per_table,
+            k,
+            d,
+        });
     }
     rows_grad
 }
@@ -180,81 +178,73 @@ fn accumulate_outer(x: &[f32], g: &[f32], acc: &mut [f32], k: usize, d: usize) {
 }
 
 /// `forward`'s sums, table by table.
-#[inline(always)]
-fn forward_loops(
-    rows: &[f32],
-    per_table: &[i64],
-    projection: &[f32],
-    out: &mut [f32],
+struct Forward<'a> {
+    rows: &'a [f32],
+    per_table: &'a [i64],
+    projection: &'a [f32],
+    out: &'a mut [f32],
     k: usize,
     d: usize,
-) {
-    let mut start = 0;
-    for (t, &n) in per_table.iter().enumerate() {
-        let end = start + n as usize;
-        let p = &projection[t * k * d..(t + 1) * k * d];
-        project(
-            &rows[start * k..end * k],
-            p,
-            &mut out[start * d..end * d],
-            d,
-        );
-        start = end;
+}
+
+impl Kernel for Forward<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let (k, d) = (self.k, self.d);
+        let mut start = 0;
+        for (t, &n) in self.per_table.iter().enumerate() {
+            let end = start + n as usize;
+            let p = &self.projection[t * k * d..(t + 1) * k * d];
+            project(
+                &self.rows[start * k..end * k],
+                p,
+                &mut self.out[start * d..end * d],
+                d,
+            );
+            start = end;
+        }
     }
 }
 
-/// What `backward_loops` reads and writes.
-struct BackwardSlices<'a> {
+/// `backward`'s sums, table by table.
+struct Backward<'a> {
     rows: &'a [f32],
     grad: &'a [f32],
     /// Each table's projection transposed, `[T, d, k]`.
     transposed: &'a [f32],
     rows_grad: &'a mut [f32],
     projection_grad: &'a mut [f32],
-}
-
-/// `backward`'s sums, table by table.
-#[inline(always)]
-fn backward_loops(s: BackwardSlices, per_table: &[i64], k: usize, d: usize) {
-    let kd = k * d;
-    let mut start = 0;
-    for (t, &n) in per_table.iter().enumerate() {
-        let end = start + n as usize;
-        let (rk, rd) = (start * k..end * k, start * d..end * d);
-        let g = &s.grad[rd];
-        project(
-            g,
-            &s.transposed[t * kd..(t + 1) * kd],
-            &mut s.rows_grad[rk.clone()],
-            k,
-        );
-        accumulate_outer(
-            &s.rows[rk],
-            g,
-            &mut s.projection_grad[t * kd..(t + 1) * kd],
-            k,
-            d,
-        );
-        start = end;
-    }
-}
-
-// The same loops compiled for AVX2 (see `crate::simd`).
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2"))]
-unsafe fn forward_loops_avx2(
-    rows: &[f32],
-    per_table: &[i64],
-    projection: &[f32],
-    out: &mut [f32],
+    per_table: &'a [i64],
     k: usize,
     d: usize,
-) {
-    forward_loops(rows, per_table, projection, out, k, d)
 }
 
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2"))]
-unsafe fn backward_loops_avx2(s: BackwardSlices, per_table: &[i64], k: usize, d: usize) {
-    backward_loops(s, per_table, k, d)
+impl Kernel for Backward<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let (k, d) = (self.k, self.d);
+        let kd = k * d;
+        let mut start = 0;
+        for (t, &n) in self.per_table.iter().enumerate() {
+            let end = start + n as usize;
+            let (rk, rd) = (start * k..end * k, start * d..end * d);
+            let g = &self.grad[rd];
+            project(
+                g,
+                &self.transposed[t * kd..(t + 1) * kd],
+                &mut self.rows_grad[rk.clone()],
+                k,
+            );
+            accumulate_outer(
+                &self.rows[rk],
+                g,
+                &mut self.projection_grad[t * kd..(t + 1) * kd],
+                k,
+                d,
+            );
+            start = end;
+        }
+    }
 }
 
 /// Whether the loops can read every tensor: contiguous f32 on the CPU.

@@ -12,7 +12,7 @@
 //! rounded; a test bounds the difference.
 use tch::{Device, Kind, Tensor};
 
-use crate::simd::has_avx2;
+use crate::simd::{dispatch, Kernel};
 
 /// One update rule with its scalars for this step.
 #[derive(Clone, Copy, Debug)]
@@ -113,21 +113,50 @@ impl RowUpdate<'_> {
                 .chain(self.state)
                 .map(|t| t.data_ptr() as *mut f32)
                 .collect();
-            let wd = self.weight_decay as f32;
-            if has_avx2() {
-                update_rows_avx2(self.rule, wd, rows, grad, &bases, width)
-            } else {
-                update_rows(self.rule, wd, rows, grad, &bases, width)
-            }
+            dispatch(FusedRows {
+                rule: self.rule,
+                wd: self.weight_decay as f32,
+                rows,
+                grad,
+                bases: &bases,
+                width,
+            });
         }
     }
 }
 
 /// `apply_fused`'s pass over the rows: `bases` are the table's data, then each state tensor's.
-///
+/// Made only by `apply_fused`, whose checks are what `run` relies on: each base points to a
+/// distinct contiguous `[N, width]` f32 allocation, `rows` are distinct and below N, and `grad`
+/// holds `rows.len()` rows of `width`.
+struct FusedRows<'a> {
+    rule: RowRule,
+    wd: f32,
+    rows: &'a [i64],
+    grad: &'a [f32],
+    bases: &'a [*mut f32],
+    width: usize,
+}
+
+impl Kernel for FusedRows<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let FusedRows {
+            rule,
+            wd,
+            rows,
+            grad,
+            bases,
+            width,
+        } = self;
+        // SAFETY: see the struct: every row slice is inside its allocation, and distinct rows
+        // of distinct allocations never overlap
+        unsafe { update_rows(rule, wd, rows, grad, bases, width) }
+    }
+}
+
 /// # Safety
-/// As `apply_fused`'s: each base points to a distinct contiguous `[N, width]` f32 allocation,
-/// `rows` are distinct and below N, and `grad` holds `rows.len()` rows of `width`.
+/// As `FusedRows`'s contract.
 #[inline(always)]
 unsafe fn update_rows(
     rule: RowRule,
@@ -189,23 +218,6 @@ unsafe fn update_rows(
             }
         }
     }
-}
-
-/// `update_rows` compiled for AVX2 where the CPU has it (8 floats a vector instead of 4; the
-/// same element-wise arithmetic, so the same result).
-///
-/// # Safety
-/// As `update_rows`'s, and the CPU has AVX2.
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2"))]
-unsafe fn update_rows_avx2(
-    rule: RowRule,
-    wd: f32,
-    rows: &[i64],
-    grad: &[f32],
-    bases: &[*mut f32],
-    width: usize,
-) {
-    update_rows(rule, wd, rows, grad, bases, width)
 }
 
 /// How far ahead of the row being updated `apply_fused` asks for rows to be loaded.
