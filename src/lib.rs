@@ -17,6 +17,7 @@ mod fuzz;
 pub mod layers;
 pub mod metrics;
 pub mod models;
+mod parallel;
 pub mod plots;
 pub mod results;
 pub mod serve;

@@ -11,7 +11,8 @@
 //! CPU offers.
 use tch::{Device, Kind, Tensor};
 
-use crate::simd::{dispatch, Kernel};
+use crate::parallel::{parts_for, run_parts};
+use crate::simd::Kernel;
 
 /// `[U, d]`: each distinct row times its table's projection.
 pub fn forward(rows: &Tensor, per_table: &[i64], projection: &Tensor) -> Tensor {
@@ -23,16 +24,25 @@ pub fn forward(rows: &Tensor, per_table: &[i64], projection: &Tensor) -> Tensor 
     let (k, d) = (rows.size()[1] as usize, d as usize);
     // SAFETY: `fusable` checked that both inputs are contiguous f32 CPU tensors; `out` is a
     // fresh contiguous f32 CPU tensor of U·d values, distinct from them
-    unsafe {
-        dispatch(Forward {
-            rows: slice(rows),
-            per_table,
-            projection: slice(projection),
-            out: slice_mut(&out),
-            k,
-            d,
-        });
-    }
+    let (mut rows, mut projection, mut out_rest) =
+        unsafe { (slice(rows), slice(projection), slice_mut(&out)) };
+    // tables in groups of about equal rows, one group per thread
+    let groups = table_groups(per_table, parts_for(rows.len() * d));
+    let parts = groups
+        .into_iter()
+        .map(|tables| {
+            let n = rows_of(&per_table[tables.clone()]);
+            Forward {
+                rows: take(&mut rows, n * k),
+                projection: take(&mut projection, tables.len() * k * d),
+                out: take_mut(&mut out_rest, n * d),
+                per_table: &per_table[tables],
+                k,
+                d,
+            }
+        })
+        .collect();
+    run_parts(parts);
     out
 }
 
@@ -64,22 +74,81 @@ pub fn backward(
     // SAFETY: `fusable` checked every input is a contiguous f32 CPU tensor; `rows_grad` and
     // `transposed` are fresh ones; `projection_grad` is the one tensor written besides
     // `rows_grad`, and none of the others aliases it (it is a gradient, they are not)
-    unsafe {
-        let (rows, grad, transposed) = (slice(rows), slice(grad), slice(&transposed));
-        let rows_grad = slice_mut(&rows_grad);
-        let projection_grad = slice_mut(projection_grad);
-        dispatch(Backward {
-            rows,
-            grad,
-            transposed,
-            rows_grad,
-            projection_grad,
-            per_table,
-            k,
-            d,
-        });
-    }
+    let (mut rows, mut grad, mut transposed, mut rows_grad_rest, mut projection_grad) = unsafe {
+        (
+            slice(rows),
+            slice(grad),
+            slice(&transposed),
+            slice_mut(&rows_grad),
+            slice_mut(projection_grad),
+        )
+    };
+    let groups = table_groups(per_table, parts_for(2 * rows.len() * d));
+    let parts = groups
+        .into_iter()
+        .map(|tables| {
+            let n = rows_of(&per_table[tables.clone()]);
+            let kd = tables.len() * k * d;
+            Backward {
+                rows: take(&mut rows, n * k),
+                grad: take(&mut grad, n * d),
+                transposed: take(&mut transposed, kd),
+                rows_grad: take_mut(&mut rows_grad_rest, n * k),
+                projection_grad: take_mut(&mut projection_grad, kd),
+                per_table: &per_table[tables],
+                k,
+                d,
+            }
+        })
+        .collect();
+    run_parts(parts);
     rows_grad
+}
+
+/// Consecutive tables in at most `parts` groups of about equal rows (every table in one, no
+/// group empty unless all are).
+fn table_groups(per_table: &[i64], parts: usize) -> Vec<std::ops::Range<usize>> {
+    let total = rows_of(per_table) as f64;
+    let mut groups = Vec::with_capacity(parts);
+    let (mut first, mut seen) = (0, 0.0);
+    for (t, &n) in per_table.iter().enumerate() {
+        let target = total * (groups.len() + 1) as f64 / parts as f64;
+        let last_group = groups.len() + 1 >= parts;
+        // a table that would take the group further past its share than it falls short
+        // without it starts the next group
+        let after = seen + n as f64;
+        if !last_group && t > first && after > target && target - seen < after - target {
+            groups.push(first..t);
+            first = t;
+        }
+        seen = after;
+        if groups.len() + 1 < parts && seen >= total * (groups.len() + 1) as f64 / parts as f64 {
+            groups.push(first..t + 1);
+            first = t + 1;
+        }
+    }
+    if first < per_table.len() || groups.is_empty() {
+        groups.push(first..per_table.len());
+    }
+    groups
+}
+
+fn rows_of(per_table: &[i64]) -> usize {
+    per_table.iter().sum::<i64>() as usize
+}
+
+/// The first `n` values of `rest`, which keeps the others.
+fn take<'a>(rest: &mut &'a [f32], n: usize) -> &'a [f32] {
+    let (head, tail) = rest.split_at(n);
+    *rest = tail;
+    head
+}
+
+/// The first `n` values of `rest`, which keeps the others.
+fn take_mut<'a>(rest: &mut &'a mut [f32], n: usize) -> &'a mut [f32] {
+    let (head, tail) = std::mem::take(rest).split_at_mut(n);
+    *rest = tail;
+    head
 }
 
 /// The libtorch version of `forward`, writing into `out`.
@@ -353,6 +422,34 @@ mod tests {
         assert!(close(&pg_fused, &pg_def) < 1e-5);
         assert!(close(&pg_reference, &pg_def) < 1e-5);
         assert!(pg_fused.get(1).equal(&p.ones_like().get(1)));
+    }
+
+    /// Tables shared out over threads in any number of groups: the same bits as one group.
+    #[test]
+    fn loops_cut_into_parts_give_the_same_bits() {
+        use crate::parallel::tests::with_parts;
+        let (rows, per_table, p, g) = inputs();
+        let run = |parts: usize| {
+            with_parts(parts, || {
+                let pg = p.ones_like();
+                let out = forward(&rows, &per_table, &p);
+                let rows_grad = backward(&rows, &g, &per_table, &p, &pg);
+                (out, rows_grad, pg)
+            })
+        };
+        let one = run(1);
+        for parts in [2, 3, 5] {
+            let many = run(parts);
+            assert!(one.0.equal(&many.0), "forward, {parts} parts");
+            assert!(one.1.equal(&many.1), "rows' gradient, {parts} parts");
+            assert!(one.2.equal(&many.2), "projections' gradient, {parts} parts");
+        }
+        assert_eq!(table_groups(&per_table, 2), [0..2, 2..3]);
+        assert_eq!(table_groups(&[4, 4, 4, 4], 2), [0..2, 2..4]);
+        assert_eq!(table_groups(&[4, 4, 4, 4], 1), vec![0..4]);
+        assert_eq!(table_groups(&[1, 1], 5), [0..1, 1..2]);
+        assert_eq!(table_groups(&[1, 1, 9, 1], 2), [0..2, 2..4]);
+        assert_eq!(table_groups(&[], 2), vec![0..0]);
     }
 
     #[test]

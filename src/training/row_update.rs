@@ -12,7 +12,8 @@
 //! rounded; a test bounds the difference.
 use tch::{Device, Kind, Tensor};
 
-use crate::simd::{dispatch, Kernel};
+use crate::parallel::{parts_for, run_parts};
+use crate::simd::Kernel;
 
 /// One update rule with its scalars for this step.
 #[derive(Clone, Copy, Debug)]
@@ -113,14 +114,22 @@ impl RowUpdate<'_> {
                 .chain(self.state)
                 .map(|t| t.data_ptr() as *mut f32)
                 .collect();
-            dispatch(FusedRows {
-                rule: self.rule,
-                wd: self.weight_decay as f32,
-                rows,
-                grad,
-                bases: &bases,
-                width,
-            });
+            // the rows in one run per thread: distinct rows, so the runs write disjoint memory
+            let parts = parts_for(rows.len() * width * (1 + self.state.len()));
+            let per_part = rows.len().div_ceil(parts).max(1);
+            let runs = rows
+                .chunks(per_part)
+                .zip(grad.chunks(per_part * width))
+                .map(|(rows, grad)| FusedRows {
+                    rule: self.rule,
+                    wd: self.weight_decay as f32,
+                    rows,
+                    grad,
+                    bases: &bases,
+                    width,
+                })
+                .collect();
+            run_parts(runs);
         }
     }
 }
@@ -137,6 +146,10 @@ struct FusedRows<'a> {
     bases: &'a [*mut f32],
     width: usize,
 }
+
+// SAFETY: the pointers are only written through at the rows of `rows`; `apply_fused` gives each
+// thread a disjoint run of distinct rows, so no two threads touch the same memory
+unsafe impl Send for FusedRows<'_> {}
 
 impl Kernel for FusedRows<'_> {
     #[inline(always)]
@@ -354,6 +367,24 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The rows shared out over threads in any number of runs: the same bits as one run.
+    #[test]
+    fn fused_update_cut_into_parts_gives_the_same_bits() {
+        use crate::parallel::tests::with_parts;
+        let rule = RowRule::Adagrad {
+            lr: 0.02,
+            eps: 1e-10,
+        };
+        let one = with_parts(1, || run(rule, 1e-2, true));
+        for parts in [2, 4, 6, 9] {
+            assert_eq!(
+                one,
+                with_parts(parts, || run(rule, 1e-2, true)),
+                "{parts} parts"
+            );
         }
     }
 
