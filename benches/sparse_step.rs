@@ -13,7 +13,7 @@
 //! Arguments after `--`: part names (only those parts; all by default), `--threads N` (of the
 //! overhead, multi-embedding and compute parts), `--rounds N` (overhead and compute rounds),
 //! `--batch N`, `--warmup N`,
-//! `--steps N`, `--csv PATH` (multi-embedding), `--rows N`, `--max-steps N` (memory),
+//! `--steps N`, `--csv PATH` (multi-embedding), `--rows N[,N...]`, `--max-steps N` (memory),
 //! `--prepare-rows N`, `--prepare-runs N` (prepare).
 use std::path::PathBuf;
 use std::time::Instant;
@@ -158,7 +158,7 @@ fn main() {
     };
     let mut parts: Vec<String> = Vec::new();
     let mut mem = memory::Settings {
-        rows: 1_000_000,
+        rows: vec![1_000_000, 4_000_000],
         max_steps: 300,
         threads: 1,
         dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/memory"),
@@ -182,7 +182,13 @@ fn main() {
                 mlet_overhead.rounds = number(args.next(), "--rounds").max(1);
                 compute_settings.rounds = mlet_overhead.rounds;
             }
-            "--rows" => mem.rows = number(args.next(), "--rows").max(1000),
+            "--rows" => {
+                let list = args.next().unwrap_or_default();
+                mem.rows = list
+                    .split(',')
+                    .map(|n| number(Some(n.to_string()), "--rows").max(1000))
+                    .collect();
+            }
             "--max-steps" => mem.max_steps = number(args.next(), "--max-steps").max(1),
             "--prepare-rows" => pp.rows = number(args.next(), "--prepare-rows").max(1),
             "--prepare-runs" => pp.runs = number(args.next(), "--prepare-runs").max(1),
@@ -199,7 +205,7 @@ fn main() {
             other => panic!(
                 "unknown argument {other:?} (overhead, dlrm, multi, compute, memory, prepare, \
                  --threads N, \
-                 --rounds N, --batch N, --warmup N, --steps N, --csv PATH, --rows N, \
+                 --rounds N, --batch N, --warmup N, --steps N, --csv PATH, --rows N[,N...], \
                  --max-steps N, --prepare-rows N, --prepare-runs N)"
             ),
         }
