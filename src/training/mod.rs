@@ -1,6 +1,7 @@
 //! Training and evaluation of one run: optimizer, one step, the loop, checkpoints, evaluation,
 //! run directory and its metrics.
 mod checkpoint;
+mod dense_update;
 mod device;
 mod early_stop;
 mod evaluation;

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
+use super::dense_update::{DenseRule, DenseUpdate};
 use super::row_update::{RowRule, RowUpdate};
 use crate::config::{L2Config, OptimizerConfig, OptimizerKind};
 use crate::embedding::Lookup;
@@ -194,6 +195,27 @@ impl Optimizer {
         let c = self.config.clone();
         let lr = self.lr_of(name);
         let eps = self.eps();
+        let (rule, state) = match c.kind {
+            OptimizerKind::Sgd => (DenseRule::Sgd { lr }, vec![]),
+            OptimizerKind::Adagrad => {
+                let sum = self.state_like(format!("{name}.sum"), p, c.initial_accumulator_value);
+                (DenseRule::Adagrad { lr, eps }, vec![sum])
+            }
+            OptimizerKind::Adam => return self.update_dense_adam(name, p, g),
+        };
+        DenseUpdate {
+            rule,
+            weight_decay: c.weight_decay,
+            state: &state,
+        }
+        .apply(p, g);
+    }
+
+    /// torch.optim.Adam (single-tensor path) on one dense parameter.
+    fn update_dense_adam(&mut self, name: &str, p: &Tensor, g: &Tensor) {
+        let c = self.config.clone();
+        let lr = self.lr_of(name);
+        let eps = self.eps();
         // torch: grad = grad.add(param, alpha=weight_decay)
         let g = if c.weight_decay != 0.0 {
             g + p * c.weight_decay
@@ -201,40 +223,24 @@ impl Optimizer {
             g.shallow_clone()
         };
         let mut p = p.shallow_clone();
-        match c.kind {
-            OptimizerKind::Sgd => {
-                let _ = p.f_sub_(&(g * lr)).expect("shapes agree");
-            }
-            OptimizerKind::Adagrad => {
-                let mut sum =
-                    self.state_like(format!("{name}.sum"), &p, c.initial_accumulator_value);
-                // state_sum.addcmul_(grad, grad); std = state_sum.sqrt().add_(eps)
-                let _ = sum.addcmul_(&g, &g);
-                let std = sum.sqrt() + eps;
-                // param.addcdiv_(grad, std, value=-lr) = param + (-lr · grad) / std
-                let _ = p.f_add_(&((&g * -lr) / std)).expect("shapes agree");
-            }
-            OptimizerKind::Adam => {
-                let [b1, b2] = c.betas;
-                let step = self.next_step(name) as f64;
-                let mut m = self.state_like(format!("{name}.exp_avg"), &p, 0.0);
-                let mut v = self.state_like(format!("{name}.exp_avg_sq"), &p, 0.0);
-                // exp_avg.lerp_(grad, 1 - beta1)
-                let _ = m.lerp_(&g, 1.0 - b1);
-                // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                let _ = v.g_mul_scalar_(b2);
-                let _ = v.addcmul_(&(&g * (1.0 - b2)), &g);
-                // Python's float ** float is C's pow, as f64::powf
-                let bc1 = 1.0 - b1.powf(step);
-                let bc2 = 1.0 - b2.powf(step);
-                let step_size = lr / bc1;
-                let denom = v.sqrt() / bc2.powf(0.5) + eps;
-                // param.addcdiv_(exp_avg, denom, value=-step_size)
-                let _ = p
-                    .f_add_(&((&m * -step_size) / denom))
-                    .expect("shapes agree");
-            }
-        }
+        let [b1, b2] = c.betas;
+        let step = self.next_step(name) as f64;
+        let mut m = self.state_like(format!("{name}.exp_avg"), &p, 0.0);
+        let mut v = self.state_like(format!("{name}.exp_avg_sq"), &p, 0.0);
+        // exp_avg.lerp_(grad, 1 - beta1)
+        let _ = m.lerp_(&g, 1.0 - b1);
+        // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        let _ = v.g_mul_scalar_(b2);
+        let _ = v.addcmul_(&(&g * (1.0 - b2)), &g);
+        // Python's float ** float is C's pow, as f64::powf
+        let bc1 = 1.0 - b1.powf(step);
+        let bc2 = 1.0 - b2.powf(step);
+        let step_size = lr / bc1;
+        let denom = v.sqrt() / bc2.powf(0.5) + eps;
+        // param.addcdiv_(exp_avg, denom, value=-step_size)
+        let _ = p
+            .f_add_(&((&m * -step_size) / denom))
+            .expect("shapes agree");
     }
 
     /// Updates rows `rows` (distinct) of `table` with their summed gradient `g` plus that of
