@@ -1,8 +1,10 @@
 //! Training steps against the benchmark's DeepCTR-Torch reference: from the same weights and
 //! batches, a few Adagrad steps of mlet's `train_step` and of DeepCTR-Torch's `fit` loop
 //! (benches/compare/deepctr_ref.py, the sparse-patched variant that `make bench-compare` runs as
-//! `deepctr-sparse`) must leave the same weights. The forward-only parity tests cannot see a
-//! difference in gradients, penalties or optimizer state.
+//! `deepctr-sparse`) must leave the same weights, for DCN (single and MLET tables) and DeepFM
+//! (MLET). The forward-only parity tests cannot see a difference in gradients, penalties or
+//! optimizer state; a difference in initialisation this cannot see either (both start from the
+//! same weights): `fresh_weights_follow_deepctr_torch_initialisation` checks that.
 mod common;
 
 use std::collections::BTreeMap;
@@ -13,8 +15,8 @@ use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
 use mlet::config::{
-    DcnConfig, EmbeddingConfig, EmbeddingKind, LossReduction, ModelConfig, OptimizerConfig,
-    OptimizerKind, TableInit,
+    DcnConfig, DeepfmConfig, EmbeddingConfig, EmbeddingKind, LossReduction, ModelConfig,
+    OptimizerConfig, OptimizerKind, TableInit,
 };
 use mlet::models::CtrModel;
 use mlet::training::{train_step, Optimizer};
@@ -47,7 +49,10 @@ fn weights(model: &CtrModel) -> Weights {
             out.insert(format!("proj.C{}", f + 1), p.get(f as i64).copy());
         }
     }
-    let lin = model.linear.as_ref().expect("DCN has a linear part");
+    let lin = model
+        .linear
+        .as_ref()
+        .expect("DeepCTR models have a linear part");
     for (f, (&off, &n)) in lin.offsets().iter().zip(lin.cardinalities()).enumerate() {
         out.insert(
             format!("lin.C{}", f + 1),
@@ -65,10 +70,15 @@ fn write_npz(map: &Weights, path: &Path) {
     Tensor::write_npz(&named, path).unwrap();
 }
 
-/// The initial weights and, after each of `STEPS` steps, mlet's and the reference's, for DCN
-/// (DeepCTR-Torch's defaults) with `kind` tables initialised as the benchmark initialises them.
-fn train_both(kind: EmbeddingKind) -> (Weights, Vec<(Weights, Weights)>) {
-    let cfg = ModelConfig::Dcn(DcnConfig::default());
+/// The initial weights and, after each of `STEPS` steps, mlet's and the reference's, for `model`
+/// (`dcn` or `deepfm`, DeepCTR-Torch's defaults) with `kind` tables initialised as the benchmark
+/// initialises them.
+fn train_both(model_name: &str, kind: EmbeddingKind) -> (Weights, Vec<(Weights, Weights)>) {
+    let cfg = match model_name {
+        "dcn" => ModelConfig::Dcn(DcnConfig::default()),
+        "deepfm" => ModelConfig::Deepfm(DeepfmConfig::default()),
+        other => panic!("no reference for {other}"),
+    };
     let emb = EmbeddingConfig {
         dim: DIM,
         kind,
@@ -119,7 +129,7 @@ fn train_both(kind: EmbeddingKind) -> (Weights, Vec<(Weights, Weights)>) {
     }
     let out_prefix = dir.path().join("ref");
     let spec = json!({
-        "model": "dcn",
+        "model": model_name,
         "embedding": match kind { EmbeddingKind::Single => "single", EmbeddingKind::Mlet => "mlet" },
         "cardinalities": CARDS,
         "num_dense": NUM_DENSE,
@@ -163,8 +173,8 @@ const TOLERANCE: f64 = 2e-5;
 
 /// Every weight after every step: ours within `TOLERANCE` of the reference's, and each
 /// parameter moved by far more than that (so the comparison could fail).
-fn compare(kind: EmbeddingKind) {
-    let (initial, steps) = train_both(kind);
+fn compare(model: &str, kind: EmbeddingKind) {
+    let (initial, steps) = train_both(model, kind);
     for (s, (ours, theirs)) in steps.iter().enumerate() {
         assert_eq!(
             ours.keys().collect::<Vec<_>>(),
@@ -175,17 +185,17 @@ fn compare(kind: EmbeddingKind) {
             let diff = (a - b).abs().max().double_value(&[]);
             let moved = (b - &initial[name]).abs().max().double_value(&[]);
             eprintln!(
-                "{kind:?} step {}: {name}: max |ours - theirs| {diff:.2e}, moved {moved:.2e}",
+                "{model} {kind:?} step {}: {name}: max |ours - theirs| {diff:.2e}, moved {moved:.2e}",
                 s + 1
             );
             assert!(
                 diff <= TOLERANCE,
-                "{kind:?} step {}: {name} differs from DeepCTR-Torch's by {diff}",
+                "{model} {kind:?} step {}: {name} differs from DeepCTR-Torch's by {diff}",
                 s + 1
             );
             assert!(
                 moved > 100.0 * TOLERANCE,
-                "{kind:?}: {name} barely moved ({moved})"
+                "{model} {kind:?}: {name} barely moved ({moved})"
             );
         }
     }
@@ -193,10 +203,15 @@ fn compare(kind: EmbeddingKind) {
 
 #[test]
 fn dcn_mlet_steps_match_deepctr_torch() {
-    compare(EmbeddingKind::Mlet);
+    compare("dcn", EmbeddingKind::Mlet);
 }
 
 #[test]
 fn dcn_single_steps_match_deepctr_torch() {
-    compare(EmbeddingKind::Single);
+    compare("dcn", EmbeddingKind::Single);
+}
+
+#[test]
+fn deepfm_mlet_steps_match_deepctr_torch() {
+    compare("deepfm", EmbeddingKind::Mlet);
 }
