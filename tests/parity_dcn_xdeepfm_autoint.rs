@@ -347,6 +347,19 @@ fn fresh_weights_follow_deepctr_torch_initialisation() {
             stats(&s["dnn.linears.0.weight"]).1,
             1e-4,
         );
+        // dnn_linear over [cross output, DNN output]: torch's nn.Linear default
+        // U(±1/√fan_in), which DeepCTR-Torch keeps (tch's default reaches √6 times further)
+        let bound = 1.0 / (width + 32.0).sqrt();
+        let max = max_abs(&s["dnn_linear.weight"]);
+        assert!(
+            max <= bound && max >= 0.8 * bound,
+            "dnn_linear.weight: max |w| {max}, DeepCTR-Torch's init spans ±{bound}"
+        );
+        close(
+            "dnn_linear.weight",
+            stats(&s["dnn_linear.weight"]).1,
+            bound / 3f64.sqrt(),
+        );
     }
 
     // CIN: torch's Conv1d default, U(±1/√fan_in) with fan_in = H·F; cin_linear as nn.Linear
