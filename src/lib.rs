@@ -23,5 +23,7 @@ pub mod results;
 pub mod serve;
 mod simd;
 pub mod tensor_file;
+#[cfg(test)]
+mod test_values;
 mod torch_error;
 pub mod training;

@@ -349,19 +349,8 @@ mod tests {
     /// Rows of three tables (one with no rows), a projection and an upstream gradient, from a
     /// local generator (libtorch's is global and shared with parallel tests).
     fn inputs() -> (Tensor, Vec<i64>, Tensor, Tensor) {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut values = |shape: &[i64]| {
-            let n: i64 = shape.iter().product();
-            let v: Vec<f32> = (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-                })
-                .collect();
-            Tensor::from_slice(&v).view(shape)
-        };
+        let mut test_values = crate::test_values::TestValues::new(0x2545_F491_4F6C_DD1D);
+        let mut values = |shape: &[i64]| test_values.tensor(shape, 1.0);
         let per_table = vec![5i64, 0, 9];
         let (k, d) = (12, 5);
         (

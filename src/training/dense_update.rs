@@ -177,18 +177,8 @@ mod tests {
     /// Three steps of `rule` on a `[37, 29]` parameter (more values than one part takes when
     /// cut), fused or as torch's ops: the parameter and the state after them.
     fn run(rule: DenseRule, weight_decay: f64, fused: bool) -> Vec<Vec<f32>> {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut values = |offset: f32| {
-            let v: Vec<f32> = (0..37 * 29)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - offset
-                })
-                .collect();
-            Tensor::from_slice(&v).view([37, 29])
-        };
+        let mut test_values = crate::test_values::TestValues::new(0x9E37_79B9_7F4A_7C15);
+        let mut values = |offset: f32| test_values.tensor(&[37, 29], offset);
         let p = values(1.0);
         let state: Vec<Tensor> = match rule {
             DenseRule::Sgd { .. } => vec![],

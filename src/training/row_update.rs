@@ -281,19 +281,8 @@ mod tests {
     use super::*;
 
     fn run(rule: RowRule, weight_decay: f64, fused: bool) -> Vec<Vec<f32>> {
-        // values from a local generator: libtorch's is global and other tests draw from it
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut values = |shape: [i64; 2], offset: f32| {
-            let v: Vec<f32> = (0..shape[0] * shape[1])
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - offset
-                })
-                .collect();
-            Tensor::from_slice(&v).view(shape)
-        };
+        let mut test_values = crate::test_values::TestValues::new(0x9E37_79B9_7F4A_7C15);
+        let mut values = |shape: [i64; 2], offset: f32| test_values.tensor(&shape, offset);
         let table = values([40, 24], 1.0);
         let slots = match rule {
             RowRule::Sgd { .. } => 0,
