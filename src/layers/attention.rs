@@ -33,8 +33,8 @@ impl InteractingLayer {
     /// `(x A_j) xᵀ` with `A_j = W_Qj W_Kjᵀ` (`[d, d]`), and the head's output
     /// `softmax(·) (x W_Vj)` is `(softmax(·) x) W_Vj`. The products then read `x` and write
     /// their results in the layouts the next one reads, with all heads in one batched product,
-    /// so no head-split or merge copies are made (they, not the arithmetic, dominated the
-    /// formulation with `Q, K, V`: 1.2-1.4x faster at twice the score-product FLOPs).
+    /// so no head-split or merge copies are made: 1.05-1.3x the rate of the formulation with
+    /// `Q, K, V` in `make bench BENCH_ARGS=compute`, at 1.59x its FLOPs (defaults).
     pub fn forward(&self, x: &Tensor) -> Tensor {
         // the batch stays -1 so that a traced module takes any batch size
         let (f, d) = (x.size()[1], x.size()[2]);
