@@ -84,9 +84,9 @@ fuzz: $(TORCH_STAMP)
 # The benchmark parts (benches/sparse_step.rs): `overhead` (MLET's step against single-layer,
 # DLRM and DeepFM, on 1 and 2 threads), `dlrm` (10^4 vs 10^7 rows), `multi` (multi-embedding; CSV in
 # target/bench/multi_embedding.csv), `compute` (matmul rate, CIN and AutoInt against it),
-# `memory` (peak RSS of whole runs against their budget), `prepare` (rows/s of `mlet data
+# `memory` (peak RSS of whole runs against their budget, at 1M and 4M rows), `prepare` (rows/s of `mlet data
 # prepare`). BENCH_ARGS: part names for only those, `--threads N`, `--rounds N`, `--batch N`,
-# `--steps N`, `--warmup N`, `--csv PATH`, `--rows N`, `--max-steps N`, `--prepare-rows N`,
+# `--steps N`, `--warmup N`, `--csv PATH`, `--rows N[,N...]`, `--max-steps N`, `--prepare-rows N`,
 # `--prepare-runs N`.
 BENCH_ARGS ?=
 bench: build
