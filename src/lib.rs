@@ -14,6 +14,7 @@ pub mod experiments;
 pub mod export;
 #[cfg(test)]
 mod fuzz;
+mod grad;
 pub mod layers;
 pub mod metrics;
 pub mod models;

@@ -1,10 +1,16 @@
 //! xDeepFM's CIN as computed (one GEMM per layer on rows `(b, d)`, the first layer on the
 //! symmetric field pairs, the batch in slices) against its definition: explicit loops over
 //! the formula for the output, DeepCTR-Torch's formulation (`Cin::forward_deepctr_form`)
-//! for the gradients, in f64; and a traced CIN, which must take any batch size.
+//! for the gradients, in f64; a traced CIN, which must take any batch size; and the training
+//! path, whose CIN computes its own backward pass, against autograd in a whole xDeepFM.
+mod common;
+
 use tch::{nn, CModule, Device, Kind, Tensor};
 
+use mlet::config::{EmbeddingKind, ModelConfig, XdeepfmConfig};
 use mlet::layers::Cin;
+use mlet::models::CtrModel;
+use mlet::training::batch_tensors;
 
 const TOL: f64 = 1e-10;
 
@@ -161,4 +167,118 @@ fn traced_cin_takes_batches_it_would_slice() {
         diff <= TOL * direct.abs().max().double_value(&[]),
         "max |Δ| = {diff}"
     );
+}
+
+/// The training path (`forward_recomputing` + `backward_recomputing`, which keeps no outer
+/// products) against autograd through `forward`, in f64: output, the input's gradient and
+/// every parameter's, with and without `split_half` (the second keeps every layer whole, so a
+/// layer's output gradient sums what the next layer and the output send it), over several
+/// slices; run twice, the second adds onto the gradients the first left.
+#[test]
+fn recomputing_backward_is_autograd() {
+    for (sizes, split_half) in [(&[256usize, 128][..], true), (&[10, 6, 4][..], false)] {
+        let (vs, cin) = cin_f64(26, sizes, split_half);
+        let batch = 2 * cin.rows_per_slice() / 16 + 3;
+        let width = Cin::output_width(sizes, split_half) as i64;
+        let opts = (Kind::Double, Device::Cpu);
+        let x0 = Tensor::randn([batch, 26, 16], opts).set_requires_grad(true);
+        let grad = Tensor::randn([batch, width], opts);
+        let params = vs.trainable_variables();
+
+        let mut inputs = vec![x0.shallow_clone()];
+        inputs.extend(params.iter().map(|p| p.shallow_clone()));
+        let y = cin.forward(&x0);
+        let loss = (&y * &grad).sum(Kind::Double);
+        let theirs = Tensor::run_backward(&[loss], &inputs, false, false);
+
+        for round in 1..=2 {
+            let tape = cin.forward_recomputing(&x0.detach());
+            let diff = max_abs_diff(&tape.output.detach(), &y.detach());
+            assert!(
+                diff <= TOL * y.abs().max().double_value(&[]),
+                "output: {diff}"
+            );
+            (&tape.output * &grad).sum(Kind::Double).backward();
+            let grad_x0 = cin.backward_recomputing(&tape);
+            let mut ours = vec![grad_x0];
+            ours.extend(params.iter().map(|p| p.grad() / round as f64));
+            for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+                let scale = t.abs().max().double_value(&[]);
+                assert!(scale > 0.0, "{sizes:?} gradient {i}: all zero");
+                let diff = max_abs_diff(o, t);
+                assert!(
+                    diff <= TOL * scale,
+                    "{sizes:?} round {round}, gradient {i}: max |Δ| = {diff} (scale {scale})"
+                );
+            }
+        }
+    }
+}
+
+/// Every trainable variable's gradient and the lookups' row gradients after
+/// `CtrModel::backward` of the summed loss of one batch, `train` choosing the path: in training
+/// the CINs compute their own backward pass, in evaluation mode (xDeepFM has no dropout at its
+/// defaults, so the two are the same function) autograd differentiates `Cin::forward`.
+fn model_gradients(model: &CtrModel, train: bool) -> Vec<(String, Tensor)> {
+    let batch = common::batch(64, common::NUM_DENSE, &common::CARDS, 3);
+    let (dense, labels, index) = batch_tensors(&batch, model, Device::Cpu).unwrap();
+    for (_, mut v) in model.vs.variables() {
+        v.zero_grad();
+    }
+    let forward = model.forward(&dense, &index, train);
+    let loss = forward.logits.binary_cross_entropy_with_logits::<Tensor>(
+        &labels,
+        None,
+        None,
+        tch::Reduction::Sum,
+    );
+    model.backward(&loss, &forward.lookups);
+    let mut out: Vec<(String, Tensor)> = model
+        .vs
+        .variables()
+        .into_iter()
+        .filter(|(_, v)| v.requires_grad())
+        .map(|(n, v)| (n, v.grad().copy()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    for (i, l) in forward.lookups.iter().enumerate() {
+        out.push((format!("rows of lookup {i}"), l.rows_grad().copy()));
+    }
+    out
+}
+
+#[test]
+fn xdeepfm_training_gradients_are_autograds() {
+    for (kind, sets) in [(EmbeddingKind::Single, 1), (EmbeddingKind::Mlet, 2)] {
+        let cfg = ModelConfig::Xdeepfm(XdeepfmConfig {
+            cin_layer_size: vec![8, 6],
+            ..Default::default()
+        });
+        let mut emb = common::embedding(kind);
+        emb.sets = sets;
+        let model = {
+            let _rng = common::rng_lock();
+            tch::manual_seed(11);
+            CtrModel::new(&cfg, &emb, &common::shape(), Device::Cpu).unwrap()
+        };
+        let ours = model_gradients(&model, true);
+        let theirs = model_gradients(&model, false);
+        assert_eq!(ours.len(), theirs.len());
+        let mut cin_weights = 0;
+        for ((name, o), (_, t)) in ours.iter().zip(&theirs) {
+            let scale = t.abs().max().double_value(&[]);
+            assert!(scale > 0.0, "{kind:?} x{sets}: {name}: no gradient");
+            let diff = max_abs_diff(o, t);
+            assert!(
+                diff <= 1e-5 * scale,
+                "{kind:?} x{sets}: {name}: max |Δ| = {diff} (scale {scale})"
+            );
+            cin_weights += name.contains("conv1ds") as usize;
+        }
+        assert_eq!(
+            cin_weights,
+            4 * sets,
+            "{kind:?} x{sets}: CIN parameters compared"
+        );
+    }
 }

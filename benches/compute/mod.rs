@@ -142,6 +142,16 @@ struct LayerRun {
 }
 
 impl LayerRun {
+    /// The CIN as training runs it: its own backward pass, recomputing the outer products.
+    fn cin_training_rate(&self, cin: &Cin) -> Rate {
+        let s = seconds_per_call(0.5, || {
+            let tape = cin.forward_recomputing(&self.x);
+            (&tape.output * &self.grad).sum(Kind::Float).backward();
+            drop(cin.backward_recomputing(&tape));
+        });
+        Rate::of(self.flops, s)
+    }
+
     fn rate(&self, forward: &dyn Fn(&Tensor) -> Tensor) -> Rate {
         let s = seconds_per_call(0.5, || {
             let y = forward(&self.x);
@@ -265,6 +275,7 @@ fn layer_rates(s: &Settings) {
             r.push(attention_bmm_rate(b));
             r.push(cin_run.rate(&|x| cin.forward(x)));
             r.push(cin_run.rate(&|x| cin.forward_deepctr_form(x)));
+            r.push(cin_run.cin_training_rate(&cin));
             r.push(att_run.rate(&attend));
             r.push(att_run.rate(&attend_deepctr));
             rounds.push(r);
@@ -306,8 +317,9 @@ fn layer_rates(s: &Settings) {
                 },
             ),
             ("CIN fwd+bwd, DeepCTR form", m[7]),
-            ("AutoInt 3 layers fwd+bwd", m[8]),
-            ("AutoInt, DeepCTR form", m[9]),
+            ("CIN as trained (recomputing)", m[8]),
+            ("AutoInt 3 layers fwd+bwd", m[9]),
+            ("AutoInt, DeepCTR form", m[10]),
         ];
         for (name, rate) in rows {
             line(name, rate);

@@ -91,6 +91,9 @@ pub struct Lookup {
     /// `[U]` the table rows `rows` were gathered from (the index's `unique`): where the
     /// optimizer writes their update, whatever table this lookup read.
     pub unique: Tensor,
+    /// `[B·M·F]`: the distinct row each entry of `output` was gathered from; `None` where
+    /// `output` is the distinct rows themselves.
+    inverse: Option<Tensor>,
     /// MLET: the distinct rows projected (`[U, d]`), the leaf `output` is gathered from; its
     /// gradient reaches `rows` and the projections through `Embeddings::backward`.
     projected: Option<Projected>,
@@ -113,8 +116,26 @@ impl Lookup {
             output,
             rows,
             unique,
+            inverse: None,
             projected: None,
         }
+    }
+
+    /// Adds `g` (shaped as `output`) to the gradient of the distinct rows `output` was gathered
+    /// from, as autograd would through the gather: for a part of the network that computes its
+    /// gradient itself (the CIN's recomputing backward). Call it after the loss's backward pass
+    /// and before `Embeddings::backward`.
+    pub fn add_output_grad(&self, g: &Tensor) {
+        let distinct = match &self.projected {
+            Some(p) => &p.rows,
+            None => &self.rows,
+        };
+        let flat = g.reshape([-1, distinct.size()[1]]);
+        let summed = match &self.inverse {
+            Some(inverse) => tch::no_grad(|| distinct.zeros_like().index_add(0, inverse, &flat)),
+            None => flat,
+        };
+        crate::grad::add_to_grad(distinct, &summed);
     }
 
     /// The summed gradient of `rows` (the table's sparse gradient) after the loss's backward
@@ -305,6 +326,7 @@ impl Embeddings {
             output,
             rows,
             unique: index.unique.shallow_clone(),
+            inverse: Some(index.inverse.shallow_clone()),
             projected,
         }
     }
@@ -348,7 +370,7 @@ impl Embeddings {
             "Embeddings::backward called twice for one lookup"
         );
         if first {
-            (p * &projection_grad).sum(Kind::Float).backward();
+            crate::grad::add_to_grad(p, &projection_grad);
         }
     }
 

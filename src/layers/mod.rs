@@ -14,7 +14,7 @@ mod mlp;
 mod mlp_block;
 
 pub use attention::InteractingLayer;
-pub use cin::Cin;
+pub use cin::{Cin, CinTape};
 pub use cross::CrossNet;
 pub use cross_v2::CrossNetV2;
 pub use dnn::Dnn;

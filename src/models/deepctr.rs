@@ -21,12 +21,14 @@
 //! Variables are created in a fixed order (CIN or cross network, then the DNN, `dnn_linear`, the
 //! linear part's dense weight and `out.bias`, then attention layers), the order of the models'
 //! earlier separate implementations: a seed gives the same initial weights as before.
+use std::cell::RefCell;
+
 use tch::{nn, nn::Module, Kind, Tensor};
 
 use super::setwise::mean_over_sets;
 use super::{Features, Network, NetworkShape};
 use crate::layers::{
-    bi_interaction, fm_cross_term, Cin, CrossNet, Dnn, InteractingLayer, LinearPart,
+    bi_interaction, fm_cross_term, Cin, CinTape, CrossNet, Dnn, InteractingLayer, LinearPart,
 };
 
 /// DeepCTR-Torch's `init_std` for embeddings, the linear part and DNN weights.
@@ -219,6 +221,9 @@ pub struct DeepCtrModel {
     head_l2: HeadL2,
     /// `Network::activation_floats_per_row`, from the shapes.
     activation_floats: usize,
+    /// The CINs' tapes of the last training forward pass, one per set, for
+    /// `Network::backward_deferred`.
+    cin_tapes: RefCell<Vec<CinTape>>,
 }
 
 impl DeepCtrModel {
@@ -349,6 +354,7 @@ impl DeepCtrModel {
             first_layers,
             head_l2: deep.head_l2,
             activation_floats,
+            cin_tapes: RefCell::new(Vec::new()),
         }
     }
 
@@ -386,7 +392,20 @@ impl Network for DeepCtrModel {
         match &self.interaction {
             Built::Fm => logit += fm_cross_term(x.emb),
             Built::Cin { cins, linear, .. } => {
-                let features = cins.iter().zip(&sets).map(|(c, e)| c.forward(e)).collect();
+                // training: the CINs keep no outer products and compute their backward pass in
+                // `backward_deferred`, recomputing them (xDeepFM's activations are mostly these)
+                let features = if train && x.emb.requires_grad() {
+                    let tapes: Vec<CinTape> = cins
+                        .iter()
+                        .zip(&sets)
+                        .map(|(c, e)| c.forward_recomputing(e))
+                        .collect();
+                    let outputs = tapes.iter().map(|t| t.output.shallow_clone()).collect();
+                    *self.cin_tapes.borrow_mut() = tapes;
+                    outputs
+                } else {
+                    cins.iter().zip(&sets).map(|(c, e)| c.forward(e)).collect()
+                };
                 logit += linear.forward(&mean_over_sets(features));
             }
             _ => {}
@@ -475,6 +494,23 @@ impl Network for DeepCtrModel {
         .into_iter()
         .flatten()
         .reduce(|a, b| a + b)
+    }
+
+    fn backward_deferred(&self) -> Option<Tensor> {
+        let tapes = std::mem::take(&mut *self.cin_tapes.borrow_mut());
+        let Built::Cin { cins, .. } = &self.interaction else {
+            return None;
+        };
+        if tapes.is_empty() {
+            return None;
+        }
+        let inputs: Vec<Tensor> = cins
+            .iter()
+            .zip(&tapes)
+            .map(|(c, t)| c.backward_recomputing(t))
+            .collect();
+        // the sets were chunks of the embeddings along the fields
+        Some(Tensor::cat(&inputs, 1))
     }
 
     fn deepctr_state_dict(&self) -> Vec<(String, Tensor)> {

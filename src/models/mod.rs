@@ -53,6 +53,14 @@ pub trait Network {
     /// sized by it (`CtrModel::eval_bytes_per_row`).
     fn activation_floats_per_row(&self) -> usize;
 
+    /// After the loss's backward pass: the gradient of the embeddings `[B, M·F, d]` from the
+    /// parts of the last training forward pass that compute their backward pass themselves
+    /// (xDeepFM's CIN), having added their parameters' gradients; `None` where there are none.
+    /// `CtrModel::backward` calls it.
+    fn backward_deferred(&self) -> Option<Tensor> {
+        None
+    }
+
     /// The L2 penalty of the network's own weights (DNN, cross, CIN), added to the loss.
     fn l2_penalty(&self) -> Option<Tensor> {
         None
@@ -231,9 +239,13 @@ impl CtrModel {
     }
 
     /// The gradients of `loss` (made from `lookups`, this model's `forward`) for every parameter
-    /// and every lookup's rows: autograd's pass, then MLET's projections (`Embeddings::backward`).
+    /// and every lookup's rows: autograd's pass, the network's own backward passes
+    /// (`Network::backward_deferred`), then MLET's projections (`Embeddings::backward`).
     pub fn backward(&self, loss: &Tensor, lookups: &[Lookup]) {
         loss.backward();
+        if let Some(g) = self.network.backward_deferred() {
+            lookups[0].add_output_grad(&g);
+        }
         for ((_, table), lookup) in self.sparse_tables().into_iter().zip(lookups) {
             table.backward(lookup);
         }
