@@ -8,6 +8,7 @@ pub mod analysis;
 mod atomic;
 pub mod cli;
 pub mod config;
+mod cpu_f32;
 pub mod data;
 pub mod embedding;
 pub mod experiments;

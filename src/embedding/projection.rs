@@ -9,8 +9,9 @@
 //! than in arithmetic. Every output element is summed in a fixed order with separate multiplies
 //! and adds (no fused multiply-add), so the loops give the same bits whatever vector width the
 //! CPU offers.
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
+use crate::cpu_f32::{fusable, slice, slice_mut, take, take_mut};
 use crate::parallel::{parts_for, run_parts};
 use crate::simd::Kernel;
 
@@ -135,20 +136,6 @@ fn table_groups(per_table: &[i64], parts: usize) -> Vec<std::ops::Range<usize>> 
 
 fn rows_of(per_table: &[i64]) -> usize {
     per_table.iter().sum::<i64>() as usize
-}
-
-/// The first `n` values of `rest`, which keeps the others.
-fn take<'a>(rest: &mut &'a [f32], n: usize) -> &'a [f32] {
-    let (head, tail) = rest.split_at(n);
-    *rest = tail;
-    head
-}
-
-/// The first `n` values of `rest`, which keeps the others.
-fn take_mut<'a>(rest: &mut &'a mut [f32], n: usize) -> &'a mut [f32] {
-    let (head, tail) = std::mem::take(rest).split_at_mut(n);
-    *rest = tail;
-    head
 }
 
 /// The libtorch version of `forward`, writing into `out`.
@@ -316,35 +303,10 @@ impl Kernel for Backward<'_> {
     }
 }
 
-/// Whether the loops can read every tensor: contiguous f32 on the CPU.
-fn fusable(tensors: &[&Tensor]) -> bool {
-    tensors
-        .iter()
-        .all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous())
-}
-
-/// # Safety
-/// `t` must be a contiguous f32 CPU tensor that nothing writes to meanwhile.
-unsafe fn slice(t: &Tensor) -> &[f32] {
-    match t.numel() {
-        0 => &[],
-        n => std::slice::from_raw_parts(t.data_ptr() as *const f32, n),
-    }
-}
-
-/// # Safety
-/// `t` must be a contiguous f32 CPU tensor that nothing else reads or writes meanwhile.
-#[allow(clippy::mut_from_ref)]
-unsafe fn slice_mut(t: &Tensor) -> &mut [f32] {
-    match t.numel() {
-        0 => &mut [],
-        n => std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::{Device, Kind};
 
     /// Rows of three tables (one with no rows), a projection and an upstream gradient, from a
     /// local generator (libtorch's is global and shared with parallel tests).

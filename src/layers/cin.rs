@@ -7,6 +7,7 @@
 //! the same sum). Each layer's output `[N, H_{k+1}]` is the next layer's input as it stands.
 use tch::{nn, Kind, Tensor};
 
+use super::cin_loops;
 use crate::grad::add_to_grad;
 
 /// Bytes of the largest outer product of one slice of the batch: below glibc's largest mmap
@@ -83,14 +84,21 @@ impl FieldPairs {
 
     /// `[N, F]` → `[N, P]`: `x[n, h] · x[n, m]` for `h ≤ m`.
     fn products(&self, x0: &Tensor) -> Tensor {
-        x0.index_select(1, &self.left) * x0.index_select(1, &self.right)
+        // the loops where autograd need not see the product
+        match x0.requires_grad() {
+            false => cin_loops::pair_products(x0),
+            true => None,
+        }
+        .unwrap_or_else(|| x0.index_select(1, &self.left) * x0.index_select(1, &self.right))
     }
 
     /// The gradient of `x` `[N, F]` from that of its pair products `[N, P]`.
     fn products_backward(&self, x: &Tensor, grad: &Tensor) -> Tensor {
-        x.zeros_like()
-            .index_add(1, &self.left, &(grad * x.index_select(1, &self.right)))
-            .index_add(1, &self.right, &(grad * x.index_select(1, &self.left)))
+        cin_loops::pair_products_backward(x, grad).unwrap_or_else(|| {
+            x.zeros_like()
+                .index_add(1, &self.left, &(grad * x.index_select(1, &self.right)))
+                .index_add(1, &self.right, &(grad * x.index_select(1, &self.left)))
+        })
     }
 
     /// The gradient of the weight `[O, F·F]` from that of its fold `[O, P]`: `W[o, h, m]`
@@ -257,6 +265,18 @@ impl Cin {
         (hidden.unsqueeze(2) * x.unsqueeze(1)).view([-1, h * fields])
     }
 
+    /// The gradients of [`Cin::outer`]'s inputs from that of its output `[N, H·F]`.
+    fn outer_backward(&self, hidden: &Tensor, x: &Tensor, grad: &Tensor) -> (Tensor, Tensor) {
+        let hidden = hidden.contiguous();
+        cin_loops::outer_backward(&hidden, x, grad).unwrap_or_else(|| {
+            let grad = grad.view([x.size()[0], -1, x.size()[1]]);
+            (
+                grad.bmm(&x.unsqueeze(2)).squeeze_dim(2),
+                hidden.unsqueeze(1).bmm(&grad).squeeze_dim(1),
+            )
+        })
+    }
+
     /// The maps sent to the output, `[N, width]`: every layer's second half under
     /// `split_half` (the last layer's whole output).
     fn output_maps(&self, outs: &[Tensor]) -> Vec<Tensor> {
@@ -405,9 +425,10 @@ impl Cin {
                 let hidden = self.hidden(&s.outs, i);
                 let z = self.outer(&hidden, &s.x);
                 let _ = gw.addmm_(&grad_a.tr(), &z);
-                let grad_z = grad_a.mm(&self.layers[i].0).view([rows, -1, fields]);
-                grad_hidden = Some(grad_z.bmm(&s.x.unsqueeze(2)).squeeze_dim(2));
-                grad_x += hidden.unsqueeze(1).bmm(&grad_z).squeeze_dim(1);
+                let grad_z = grad_a.mm(&self.layers[i].0);
+                let (gh, gx) = self.outer_backward(&hidden, &s.x, &grad_z);
+                grad_hidden = Some(gh);
+                grad_x += gx;
             }
         }
         grad_x.view([samples, dim, fields]).transpose(1, 2)

@@ -1,6 +1,7 @@
 //! Building blocks shared by the models.
 mod attention;
 mod cin;
+mod cin_loops;
 mod cross;
 mod cross_v2;
 mod dnn;
