@@ -132,7 +132,11 @@ impl Lookup {
         };
         let flat = g.reshape([-1, distinct.size()[1]]);
         let summed = match &self.inverse {
-            Some(inverse) => tch::no_grad(|| distinct.zeros_like().index_add(0, inverse, &flat)),
+            Some(inverse) => tch::no_grad(|| {
+                let mut summed = distinct.zeros_like();
+                let _ = summed.index_add_(0, inverse, &flat);
+                summed
+            }),
             None => flat,
         };
         crate::grad::add_to_grad(distinct, &summed);
