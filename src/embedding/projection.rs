@@ -171,34 +171,87 @@ fn backward_tensors(
     }
 }
 
-/// Output columns summed at once in `project` and `accumulate_outer`: an accumulator of 16 f32
-/// fits two AVX (four SSE) registers, so the sums never leave the registers.
+/// Output columns summed at once: an accumulator of 16 f32 fits two AVX (four SSE) registers.
 const LANES: usize = 16;
+
+/// Accumulators summed side by side (8 AVX registers). Each is a chain of dependent adds: one
+/// chain at a time would wait on the add's latency rather than use the CPU's throughput. Every
+/// output element is still summed alone, in the same order, so grouping does not change the bits.
+const STREAMS: usize = 4;
 
 /// `out[r] = Σ_i x[r, i] · m[i]` for every row r of `x` (`m` `[width, w]`, `x` `[R, width]`),
 /// summed over i in order.
 #[inline(always)]
 fn project(x: &[f32], m: &[f32], out: &mut [f32], w: usize) {
-    let width = m.len() / w;
-    for (row, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(w)) {
-        for (c, out) in out.chunks_mut(LANES).enumerate() {
+    let rows = out.len() / w;
+    let chunks = w / LANES;
+    // narrow outputs (d = 16): several rows at once; wide ones (k = 64): several chunks of a row
+    let mut done = 0;
+    if chunks == 1 {
+        while done + STREAMS <= rows {
+            project_block::<STREAMS, 1>(x, m, out, w, done, 0);
+            done += STREAMS;
+        }
+    } else {
+        for r in 0..rows {
+            let mut c = 0;
+            while c + STREAMS <= chunks {
+                project_block::<1, STREAMS>(x, m, out, w, r, c * LANES);
+                c += STREAMS;
+            }
+            for c in c..chunks {
+                project_block::<1, 1>(x, m, out, w, r, c * LANES);
+            }
+        }
+        done = rows;
+    }
+    for r in done..rows {
+        project_block::<1, 1>(x, m, out, w, r, 0);
+    }
+    // a last chunk narrower than LANES
+    let (col, n) = (chunks * LANES, w % LANES);
+    if n != 0 {
+        let width = m.len() / w;
+        for (row, out) in x.chunks_exact(width).zip(out.chunks_exact_mut(w)) {
             let mut acc = [0.0f32; LANES];
-            let col = c * LANES;
-            if out.len() == LANES {
-                for (&xi, m_row) in row.iter().zip(m.chunks_exact(w)) {
-                    let m_row: &[f32; LANES] = m_row[col..col + LANES].try_into().unwrap();
-                    for (a, &mij) in acc.iter_mut().zip(m_row) {
-                        *a += xi * mij;
-                    }
-                }
-            } else {
-                for (&xi, m_row) in row.iter().zip(m.chunks_exact(w)) {
-                    for (a, &mij) in acc.iter_mut().zip(&m_row[col..col + out.len()]) {
-                        *a += xi * mij;
-                    }
+            for (&xi, m_row) in row.iter().zip(m.chunks_exact(w)) {
+                for (a, &mij) in acc.iter_mut().zip(&m_row[col..col + n]) {
+                    *a += xi * mij;
                 }
             }
-            out.copy_from_slice(&acc[..out.len()]);
+            out[col..].copy_from_slice(&acc[..n]);
+        }
+    }
+}
+
+/// `project` for the R rows from `r0` and the C chunks of LANES columns from `col`.
+#[inline(always)]
+fn project_block<const R: usize, const C: usize>(
+    x: &[f32],
+    m: &[f32],
+    out: &mut [f32],
+    w: usize,
+    r0: usize,
+    col: usize,
+) {
+    let width = m.len() / w;
+    let x = &x[r0 * width..(r0 + R) * width];
+    let mut acc = [[[0.0f32; LANES]; C]; R];
+    for (i, m_row) in m.chunks_exact(w).enumerate() {
+        let m_part = &m_row[col..col + C * LANES];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let xi = x[r * width + i];
+            for (acc, m_chunk) in acc.iter_mut().zip(m_part.chunks_exact(LANES)) {
+                for (a, &mij) in acc.iter_mut().zip(m_chunk) {
+                    *a += xi * mij;
+                }
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let at = (r0 + r) * w + col;
+        for (c, acc) in acc.iter().enumerate() {
+            out[at + c * LANES..at + (c + 1) * LANES].copy_from_slice(acc);
         }
     }
 }
@@ -206,30 +259,61 @@ fn project(x: &[f32], m: &[f32], out: &mut [f32], w: usize) {
 /// `acc[i, j] += Σ_r x[r, i] · g[r, j]` (`x` `[R, k]`, `g` `[R, d]`), rows r in order.
 #[inline(always)]
 fn accumulate_outer(x: &[f32], g: &[f32], acc: &mut [f32], k: usize, d: usize) {
-    for (i, acc_row) in acc.chunks_exact_mut(d).enumerate() {
-        for (c, acc_part) in acc_row.chunks_mut(LANES).enumerate() {
-            let col = c * LANES;
+    let chunks = d / LANES;
+    for c in 0..chunks {
+        let mut i = 0;
+        while i + STREAMS <= k {
+            outer_block::<STREAMS>(x, g, acc, k, d, i, c * LANES);
+            i += STREAMS;
+        }
+        for i in i..k {
+            outer_block::<1>(x, g, acc, k, d, i, c * LANES);
+        }
+    }
+    // a last chunk narrower than LANES
+    let (col, n) = (chunks * LANES, d % LANES);
+    if n != 0 {
+        for (i, acc_row) in acc.chunks_exact_mut(d).enumerate() {
             let mut sum = [0.0f32; LANES];
-            let n = acc_part.len();
-            sum[..n].copy_from_slice(acc_part);
-            if n == LANES {
-                for (x_row, g_row) in x.chunks_exact(k).zip(g.chunks_exact(d)) {
-                    let xi = x_row[i];
-                    let g_part: &[f32; LANES] = g_row[col..col + LANES].try_into().unwrap();
-                    for (s, &gj) in sum.iter_mut().zip(g_part) {
-                        *s += xi * gj;
-                    }
-                }
-            } else {
-                for (x_row, g_row) in x.chunks_exact(k).zip(g.chunks_exact(d)) {
-                    let xi = x_row[i];
-                    for (s, &gj) in sum.iter_mut().zip(&g_row[col..col + n]) {
-                        *s += xi * gj;
-                    }
+            sum[..n].copy_from_slice(&acc_row[col..]);
+            for (x_row, g_row) in x.chunks_exact(k).zip(g.chunks_exact(d)) {
+                let xi = x_row[i];
+                for (s, &gj) in sum.iter_mut().zip(&g_row[col..]) {
+                    *s += xi * gj;
                 }
             }
-            acc_part.copy_from_slice(&sum[..n]);
+            acc_row[col..].copy_from_slice(&sum[..n]);
         }
+    }
+}
+
+/// `accumulate_outer` for the I accumulator rows from `i0` and the LANES columns from `col`.
+#[inline(always)]
+fn outer_block<const I: usize>(
+    x: &[f32],
+    g: &[f32],
+    acc: &mut [f32],
+    k: usize,
+    d: usize,
+    i0: usize,
+    col: usize,
+) {
+    let mut sum = [[0.0f32; LANES]; I];
+    for (i, sum) in sum.iter_mut().enumerate() {
+        let at = (i0 + i) * d + col;
+        sum.copy_from_slice(&acc[at..at + LANES]);
+    }
+    for (x_row, g_row) in x.chunks_exact(k).zip(g.chunks_exact(d)) {
+        let g_part: &[f32; LANES] = g_row[col..col + LANES].try_into().unwrap();
+        for (sum, &xi) in sum.iter_mut().zip(&x_row[i0..i0 + I]) {
+            for (s, &gj) in sum.iter_mut().zip(g_part) {
+                *s += xi * gj;
+            }
+        }
+    }
+    for (i, sum) in sum.iter().enumerate() {
+        let at = (i0 + i) * d + col;
+        acc[at..at + LANES].copy_from_slice(sum);
     }
 }
 
@@ -308,25 +392,86 @@ mod tests {
     use super::*;
     use tch::{Device, Kind};
 
+    /// Shapes (k, d) that reach every branch of the loops: all narrower than a chunk of LANES;
+    /// one full chunk of output columns plus a partial one, with rows (6, 9) and accumulator rows
+    /// (70) that leave some over after groups of STREAMS, and rows' gradients of four full
+    /// chunks plus a partial one.
+    const SHAPES: [(i64, i64); 2] = [(12, 5), (70, 20)];
+
     /// Rows of three tables (one with no rows), a projection and an upstream gradient, from a
     /// local generator (libtorch's is global and shared with parallel tests).
-    fn inputs() -> (Tensor, Vec<i64>, Tensor, Tensor) {
+    fn inputs((k, d): (i64, i64)) -> (Tensor, Vec<i64>, Tensor, Tensor) {
         let mut test_values = crate::test_values::TestValues::new(0x2545_F491_4F6C_DD1D);
         let mut values = |shape: &[i64]| test_values.tensor(shape, 1.0);
-        let per_table = vec![5i64, 0, 9];
-        let (k, d) = (12, 5);
+        let per_table = if k < LANES as i64 {
+            vec![5i64, 0, 9]
+        } else {
+            vec![6i64, 0, 9]
+        };
+        let n = per_table.iter().sum::<i64>();
         (
-            values(&[14, k]),
+            values(&[n, k]),
             per_table,
             values(&[3, k, d]),
-            values(&[14, d]),
+            values(&[n, d]),
         )
+    }
+
+    /// `Σ_i a[i] · b[i]` in f32, in order from 0 (from `start`): the sum each output of the
+    /// loops must equal bit for bit, however they group outputs.
+    fn sum_in_order(start: f32, terms: impl Iterator<Item = (f32, f32)>) -> f32 {
+        terms.fold(start, |acc, (a, b)| acc + a * b)
+    }
+
+    #[test]
+    fn loops_sum_each_output_in_order() {
+        for shape in SHAPES {
+            let (rows, per_table, p, g) = inputs(shape);
+            let (k, d) = (shape.0 as usize, shape.1 as usize);
+            let v = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+            let (x, pv, gv) = (v(&rows), v(&p), v(&g));
+            let pg_start = p.ones_like();
+            let (out, rows_grad) = (
+                v(&forward(&rows, &per_table, &p)),
+                v(&backward(&rows, &g, &per_table, &p, &pg_start)),
+            );
+            let pg = v(&pg_start);
+            let mut r = 0;
+            for (t, &n) in per_table.iter().enumerate() {
+                let pt = |i: usize, j: usize| pv[t * k * d + i * d + j];
+                for r in r..r + n as usize {
+                    for j in 0..d {
+                        let want = sum_in_order(0.0, (0..k).map(|i| (x[r * k + i], pt(i, j))));
+                        assert_eq!(out[r * d + j].to_bits(), want.to_bits(), "{shape:?} out");
+                    }
+                    for i in 0..k {
+                        let want = sum_in_order(0.0, (0..d).map(|j| (gv[r * d + j], pt(i, j))));
+                        assert_eq!(rows_grad[r * k + i].to_bits(), want.to_bits(), "rows");
+                    }
+                }
+                for i in 0..k {
+                    for j in 0..d {
+                        let terms = (r..r + n as usize).map(|r| (x[r * k + i], gv[r * d + j]));
+                        let want = sum_in_order(1.0, terms);
+                        let got = pg[t * k * d + i * d + j];
+                        assert_eq!(got.to_bits(), want.to_bits(), "{shape:?} projection");
+                    }
+                }
+                r += n as usize;
+            }
+        }
     }
 
     /// The loops against the libtorch products, and both against the definition in f64.
     #[test]
     fn loops_compute_the_tensor_products() {
-        let (rows, per_table, p, g) = inputs();
+        for shape in SHAPES {
+            loops_compute_the_tensor_products_of(shape);
+        }
+    }
+
+    fn loops_compute_the_tensor_products_of(shape: (i64, i64)) {
+        let (rows, per_table, p, g) = inputs(shape);
         let fused = forward(&rows, &per_table, &p);
         let reference = forward_tensors(&rows, &per_table, &p, fused.empty_like());
         // the definition: row r of table t times P_t, in f64
@@ -365,7 +510,7 @@ mod tests {
         assert!(close(&rows_grad_ref, &rows_grad_def) < 1e-5);
         // the projections' gradient was added to what was there (ones); table 1 has no rows
         let outer = rows.to_kind(Kind::Double).unsqueeze(2) * g64.unsqueeze(1);
-        let pg_def = Tensor::zeros([3, 12, 5], (Kind::Double, Device::Cpu)).index_add(
+        let pg_def = Tensor::zeros([3, shape.0, shape.1], (Kind::Double, Device::Cpu)).index_add(
             0,
             &Tensor::from_slice(&table_of),
             &outer,
@@ -379,23 +524,25 @@ mod tests {
     #[test]
     fn loops_cut_into_parts_give_the_same_bits() {
         use crate::parallel::tests::with_parts;
-        let (rows, per_table, p, g) = inputs();
-        let run = |parts: usize| {
-            with_parts(parts, || {
-                let pg = p.ones_like();
-                let out = forward(&rows, &per_table, &p);
-                let rows_grad = backward(&rows, &g, &per_table, &p, &pg);
-                (out, rows_grad, pg)
-            })
-        };
-        let one = run(1);
-        for parts in [2, 3, 5] {
-            let many = run(parts);
-            assert!(one.0.equal(&many.0), "forward, {parts} parts");
-            assert!(one.1.equal(&many.1), "rows' gradient, {parts} parts");
-            assert!(one.2.equal(&many.2), "projections' gradient, {parts} parts");
+        for shape in SHAPES {
+            let (rows, per_table, p, g) = inputs(shape);
+            let run = |parts: usize| {
+                with_parts(parts, || {
+                    let pg = p.ones_like();
+                    let out = forward(&rows, &per_table, &p);
+                    let rows_grad = backward(&rows, &g, &per_table, &p, &pg);
+                    (out, rows_grad, pg)
+                })
+            };
+            let one = run(1);
+            for parts in [2, 3, 5] {
+                let many = run(parts);
+                assert!(one.0.equal(&many.0), "forward, {parts} parts");
+                assert!(one.1.equal(&many.1), "rows' gradient, {parts} parts");
+                assert!(one.2.equal(&many.2), "projections' gradient, {parts} parts");
+            }
+            assert_eq!(table_groups(&per_table, 2), [0..2, 2..3]);
         }
-        assert_eq!(table_groups(&per_table, 2), [0..2, 2..3]);
         assert_eq!(table_groups(&[4, 4, 4, 4], 2), [0..2, 2..4]);
         assert_eq!(table_groups(&[4, 4, 4, 4], 1), vec![0..4]);
         assert_eq!(table_groups(&[1, 1], 5), [0..1, 1..2]);
@@ -405,7 +552,7 @@ mod tests {
 
     #[test]
     fn other_layouts_take_the_tensor_path() {
-        let (rows, per_table, p, _) = inputs();
+        let (rows, per_table, p, _) = inputs(SHAPES[0]);
         let fused = forward(&rows, &per_table, &p);
         // a transposed (non-contiguous) projection of the same values: the same products
         let strided = p.transpose(1, 2).contiguous().transpose(1, 2);
