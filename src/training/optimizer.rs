@@ -21,7 +21,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::dense_update::{DenseRule, DenseUpdate};
 use super::row_update::{RowRule, RowUpdate};
 use crate::config::{L2Config, OptimizerConfig, OptimizerKind};
-use crate::embedding::Lookup;
+use crate::embedding::{Lookup, PROJECTION};
 use crate::models::{CtrModel, EMBEDDING_PATH, LINEAR_PATH};
 
 /// A sparse table's gradient after the model's backward pass: the rows `lookup.unique` of
@@ -31,9 +31,10 @@ pub struct SparseGrad<'a> {
     pub name: &'a str,
     pub table: &'a Tensor,
     pub lookup: &'a Lookup,
-    /// The L2 penalty `l2 · Σ w²` over the rows looked up, applied in the update as its
-    /// gradient `2 · l2 · w` (as weight decay) rather than through autograd: the same gradient
-    /// without a pass over the rows to square them and another to differentiate that.
+    /// The L2 penalty `l2 · Σ w²` over the rows looked up and over the table's MLET projection,
+    /// applied in the update as its gradient `2 · l2 · w` (as weight decay) rather than through
+    /// autograd: the same gradient without passes to square the weights and to differentiate
+    /// that.
     pub l2: f64,
 }
 
@@ -163,7 +164,14 @@ impl Optimizer {
             for (name, p) in dense {
                 let g = p.grad();
                 if g.defined() {
-                    self.update_dense(&name, &p, &g);
+                    let l2 = sparse
+                        .iter()
+                        .find(|s| {
+                            let rest = name.strip_prefix(s.name);
+                            rest.and_then(|r| r.strip_prefix('.')) == Some(PROJECTION)
+                        })
+                        .map_or(0.0, |s| s.l2);
+                    self.update_dense(&name, &p, &g, 2.0 * l2);
                 }
             }
             for s in sparse {
@@ -190,8 +198,9 @@ impl Optimizer {
         *step
     }
 
-    /// torch.optim.SGD / Adagrad / Adam (single-tensor path) on one dense parameter.
-    fn update_dense(&mut self, name: &str, p: &Tensor, g: &Tensor) {
+    /// torch.optim.SGD / Adagrad / Adam (single-tensor path) on one dense parameter, with
+    /// `decay` (an L2 penalty's) added to the configured weight decay.
+    fn update_dense(&mut self, name: &str, p: &Tensor, g: &Tensor, decay: f64) {
         let c = self.config.clone();
         let lr = self.lr_of(name);
         let eps = self.eps();
@@ -201,24 +210,25 @@ impl Optimizer {
                 let sum = self.state_like(format!("{name}.sum"), p, c.initial_accumulator_value);
                 (DenseRule::Adagrad { lr, eps }, vec![sum])
             }
-            OptimizerKind::Adam => return self.update_dense_adam(name, p, g),
+            OptimizerKind::Adam => return self.update_dense_adam(name, p, g, decay),
         };
         DenseUpdate {
             rule,
-            weight_decay: c.weight_decay,
+            weight_decay: c.weight_decay + decay,
             state: &state,
         }
         .apply(p, g);
     }
 
     /// torch.optim.Adam (single-tensor path) on one dense parameter.
-    fn update_dense_adam(&mut self, name: &str, p: &Tensor, g: &Tensor) {
+    fn update_dense_adam(&mut self, name: &str, p: &Tensor, g: &Tensor, decay: f64) {
         let c = self.config.clone();
         let lr = self.lr_of(name);
         let eps = self.eps();
         // torch: grad = grad.add(param, alpha=weight_decay)
-        let g = if c.weight_decay != 0.0 {
-            g + p * c.weight_decay
+        let weight_decay = c.weight_decay + decay;
+        let g = if weight_decay != 0.0 {
+            g + p * weight_decay
         } else {
             g.shallow_clone()
         };

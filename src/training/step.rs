@@ -1,6 +1,6 @@
 //! One optimisation step: a batch's tensors, forward, loss with its L2 terms, backward, update.
 use anyhow::Result;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Reduction, Tensor};
 
 use super::optimizer::SparseGrad;
 use super::Optimizer;
@@ -43,7 +43,10 @@ pub fn train_step(
     let data_loss = forward
         .logits
         .binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, reduction);
-    let loss = match penalty(model, l2) {
+    // autograd differentiates the network's own L2 penalty; the embedding side's
+    // (`l2.embedding · Σ w²` over the rows looked up and MLET's projections, `l2.linear` over
+    // the linear part's rows) is applied by the optimizer (`SparseGrad::l2`)
+    let loss = match model.network.l2_penalty() {
         Some(p) => &data_loss + p,
         None => data_loss.shallow_clone(),
     };
@@ -64,20 +67,6 @@ fn reduction_scale(reduction: Reduction, batch: usize) -> f64 {
     }
 }
 
-/// The L2 terms of the loss that autograd differentiates: `l2.embedding · Σ w²` over MLET's
-/// projections plus the network's own penalty. The same penalty on the rows a batch looked up
-/// (embedding and linear part) is applied by the optimizer (`SparseGrad::l2`).
-fn penalty(model: &CtrModel, l2: &L2Config) -> Option<Tensor> {
-    let mut terms: Vec<Tensor> = Vec::new();
-    if l2.embedding > 0.0 {
-        if let Some(p) = &model.embeddings.projection {
-            terms.push(p.square().sum(Kind::Float) * l2.embedding);
-        }
-    }
-    terms.extend(model.network.l2_penalty());
-    terms.into_iter().reduce(|a, b| a + b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +74,7 @@ mod tests {
         EmbeddingConfig, EmbeddingKind, ModelConfig, OptimizerConfig, OptimizerKind, WdlConfig,
     };
     use crate::models::InputShape;
+    use tch::Kind;
 
     const CARDS: [usize; 3] = [5, 3, 7];
     const LR: f64 = 0.5;
@@ -134,19 +124,21 @@ mod tests {
         (model, optimizer)
     }
 
+    /// The tables, then MLET's projections (if any), copied.
     fn tables(model: &CtrModel) -> Vec<Tensor> {
-        model
-            .sparse_tables()
-            .into_iter()
-            .map(|(_, e)| e.table.copy())
+        let tables = model.sparse_tables().into_iter().map(|(_, e)| &e.table);
+        tables
+            .chain(&model.embeddings.projection)
+            .map(Tensor::copy)
             .collect()
     }
 
-    /// The L2 penalty on the rows a batch looks up, which the optimizer applies as weight decay,
-    /// moves the tables as autograd through its definition does: `l2.embedding · Σ w²` over every
-    /// distinct embedding row of the batch (a row looked up twice counts once) and `l2.linear`
-    /// likewise over the linear part's rows, differentiated as part of the loss. Rows the batch
-    /// does not touch are not decayed (DeepCTR-Torch penalises whole tables; we do not).
+    /// The L2 penalty on the rows a batch looks up and on MLET's projections, which the
+    /// optimizer applies as weight decay, moves the tables as autograd through its definition
+    /// does: `l2.embedding · Σ w²` over every distinct embedding row of the batch (a row looked
+    /// up twice counts once) and over the projections, and `l2.linear` likewise over the linear
+    /// part's rows, differentiated as part of the loss. Rows the batch does not touch are not
+    /// decayed (DeepCTR-Torch penalises whole tables; we do not).
     #[test]
     fn folded_row_penalty_is_autograd_of_its_definition() {
         for kind in [EmbeddingKind::Single, EmbeddingKind::Mlet] {
@@ -166,9 +158,12 @@ mod tests {
                 .iter()
                 .zip([L2.embedding, L2.linear])
                 .map(|(lookup, l2)| lookup.rows.square().sum(Kind::Float) * l2);
+            let projection_penalty = (model.embeddings.projection.as_ref())
+                .map(|p| p.square().sum(Kind::Float) * L2.embedding);
             let loss = std::iter::once(data_loss)
                 .chain(row_penalties)
-                .chain(penalty(&model, &L2))
+                .chain(projection_penalty)
+                .chain(model.network.l2_penalty())
                 .reduce(|a, b| a + b)
                 .unwrap();
             optimizer.zero_grad();
@@ -225,6 +220,13 @@ mod tests {
                 assert!(got[t]
                     .index(&[Some(&mask)])
                     .equal(&before[t].index(&[Some(&mask)])));
+            }
+            assert_eq!(got.len(), 2 + (kind == EmbeddingKind::Mlet) as usize);
+            if let (Some(got), Some(want), Some(plain)) = (got.get(2), want.get(2), plain.get(2)) {
+                let diff = (got - want).abs().max().double_value(&[]);
+                assert!(diff <= 1e-6, "projections: {diff} from the definition");
+                let moved = (plain - want).abs().max().double_value(&[]);
+                assert!(moved > 1e-3, "projections: the penalty moved nothing");
             }
         }
     }
