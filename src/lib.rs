@@ -16,6 +16,7 @@ pub mod export;
 #[cfg(test)]
 mod fuzz;
 mod grad;
+mod huge_pages;
 pub mod layers;
 pub mod metrics;
 pub mod models;

@@ -34,6 +34,7 @@ use std::cell::OnceCell;
 use tch::{nn, Kind, Tensor};
 
 use crate::config::{EmbeddingConfig, EmbeddingKind};
+use crate::huge_pages;
 
 /// Rows of a table collapsed per matrix product (16 MiB of k = 64 rows in f32).
 const COLLAPSE_BLOCK_ROWS: i64 = 1 << 16;
@@ -194,7 +195,7 @@ impl Embeddings {
         check_memory(rows, cardinalities.len(), cfg, path.kind(), path.device())?;
         let table = path.add(
             TABLE,
-            Tensor::zeros([rows, width], (path.kind(), path.device())),
+            huge_pages::filled(&[rows, width], 0.0, (path.kind(), path.device())),
             false,
         );
         tch::no_grad(|| {
@@ -451,7 +452,7 @@ impl Embeddings {
         let table = tch::no_grad(|| {
             // written block by block into its place: no temporary of a whole table, and no
             // second copy as concatenating per-table products made
-            let out = Tensor::empty([rows, self.dim], (kind, device));
+            let out = huge_pages::empty(&[rows, self.dim], (kind, device));
             for f in 0..self.num_tables() {
                 let (off, n) = (self.offsets[f], self.cardinalities[f]);
                 let projection = p.get(f as i64);

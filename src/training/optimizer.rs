@@ -22,6 +22,7 @@ use super::dense_update::{DenseRule, DenseUpdate};
 use super::row_update::{RowRule, RowUpdate};
 use crate::config::{L2Config, OptimizerConfig, OptimizerKind};
 use crate::embedding::{Lookup, PROJECTION};
+use crate::huge_pages;
 use crate::models::{CtrModel, EMBEDDING_PATH, LINEAR_PATH};
 
 /// A sparse table's gradient after the model's backward pass: the rows `lookup.unique` of
@@ -184,11 +185,12 @@ impl Optimizer {
         })
     }
 
-    /// The state tensor `key`, created as `like`'s shape filled with `fill` on first use.
+    /// The state tensor `key`, created as `like`'s shape filled with `fill` on first use (in huge
+    /// pages where it is large: a table's state is read at the same scattered rows as the table).
     fn state_like(&mut self, key: String, like: &Tensor, fill: f64) -> Tensor {
         self.state
             .entry(key)
-            .or_insert_with(|| like.zeros_like().fill_(fill))
+            .or_insert_with(|| huge_pages::filled(&like.size(), fill, (like.kind(), like.device())))
             .shallow_clone()
     }
 

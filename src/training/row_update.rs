@@ -103,7 +103,7 @@ impl RowUpdate<'_> {
         let width = table.size()[1] as usize;
         // SAFETY: `fusable` checked that every tensor is a contiguous CPU tensor of the kind and
         // shape read here; the table and the state tensors are distinct allocations (state is
-        // made with `zeros_like`), and `rows` are distinct and in range, so the mutable row
+        // made by `Optimizer::state_like`), and `rows` are distinct and in range, so the mutable row
         // slices below never overlap and no other reference to them is alive meanwhile.
         unsafe {
             let rows = std::slice::from_raw_parts(rows.data_ptr() as *const i64, rows.numel());
