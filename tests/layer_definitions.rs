@@ -42,8 +42,11 @@ fn randn(shape: &[i64]) -> Tensor {
 /// |N| + 0.5, positive).
 fn randomise(vs: &mut nn::VarStore) {
     vs.double();
+    // in name order, so that a seed draws the same weights in every process
+    let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
-        for (name, mut v) in vs.variables() {
+        for (name, mut v) in variables {
             let mut noise = Tensor::randn_like(&v) * 0.5;
             if name.ends_with("running_var") {
                 noise = noise.abs() + 0.5;

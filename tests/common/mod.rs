@@ -171,8 +171,12 @@ pub fn randomised(
     let _rng = rng_lock();
     tch::manual_seed(seed);
     let model = CtrModel::new(cfg, &embedding(kind), &shape(), Device::Cpu).unwrap();
+    // in name order: the VarStore's map iterates in a different order in every process, which
+    // would draw different weights for the same seed
+    let mut variables: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
-        for (_, mut v) in model.vs.variables() {
+        for (_, mut v) in variables {
             let noise = Tensor::randn_like(&v) * 0.3;
             v.copy_(&noise);
         }
