@@ -5,7 +5,8 @@
 //! other tensors (on a GPU, or strided) are copied, one at a time. The files are the same: the
 //! `safetensors` crate writes the header and the order. Loading (`VarStore::load`) read the
 //! whole file into memory and made tensors of it before copying them into the variables; here
-//! each variable is copied from a memory map of the file, whose pages are let go after each.
+//! each variable is copied from a memory map of the file, whose pages are let go after each
+//! (`load_into`; `read` does the same into fresh tensors, for the optimizer's state).
 use anyhow::{Context, Result};
 use safetensors::tensor::{Dtype, View};
 use std::borrow::Cow;
@@ -33,6 +34,23 @@ fn dtype_of(name: &str, kind: Kind) -> Result<Dtype> {
         Kind::Float => Dtype::F32,
         Kind::Double => Dtype::F64,
         kind => anyhow::bail!("tensor {name}: {kind:?} cannot be written as safetensors"),
+    })
+}
+
+/// The tensor kind of a safetensors type.
+fn kind_of(name: &str, dtype: Dtype) -> Result<Kind> {
+    Ok(match dtype {
+        Dtype::BOOL => Kind::Bool,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::I8 => Kind::Int8,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I32 => Kind::Int,
+        Dtype::I64 => Kind::Int64,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::F16 => Kind::Half,
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        dtype => anyhow::bail!("tensor {name}: {dtype:?} has no tensor kind here"),
     })
 }
 
@@ -178,6 +196,34 @@ pub fn load_into<S: AsRef<str>, T: AsRef<Tensor>>(vars: &[(S, T)], path: &Path) 
     Ok(())
 }
 
+/// Every tensor of the safetensors file at `path`, in name order, each in a fresh CPU tensor
+/// (in huge pages where large: optimizer state is read at the rows a batch touches) filled by
+/// `load_into`: unlike `Tensor::read_safetensors`, which reads the whole file into memory and
+/// copies each tensor out of it, the file is never held beside the tensors.
+pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: as in `load_into`
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("cannot map {}", path.display()))?;
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&map)
+        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e:?})", path.display()))?;
+    let mut tensors = metadata
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let kind = kind_of(&name, info.dtype)?;
+            let shape: Vec<i64> = info.shape.iter().map(|&n| n as i64).collect();
+            let tensor = crate::huge_pages::empty(&shape, (kind, Device::Cpu));
+            Ok((name, tensor))
+        })
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("in {}", path.display()))?;
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    load_into(&tensors, path)?;
+    Ok(tensors)
+}
+
 /// Loads every variable of `vs` from the safetensors file at `path` (`load_into`).
 pub fn load_var_store(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
     let vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -242,6 +288,33 @@ mod tests {
         assert!(err(&[("b", Tensor::zeros([2], (Kind::Int, Device::Cpu)))]).contains("tensor b"));
         std::fs::write(&path, b"not safetensors").unwrap();
         assert!(err(&[("a", a.zeros_like())]).contains("not a safetensors file"));
+    }
+
+    /// `read` gives what `Tensor::read_safetensors` gives: every tensor, of every kind and
+    /// shape (empty, scalar, larger than a huge page), with its values.
+    #[test]
+    fn read_gives_every_tensor_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.safetensors");
+        let tensors: Vec<(&str, Tensor)> = vec![
+            ("big", Tensor::randn([1 << 20], (Kind::Float, Device::Cpu))),
+            ("ids", Tensor::from_slice(&[3i64, 1, 2])),
+            ("empty", Tensor::zeros([0, 4], (Kind::Double, Device::Cpu))),
+            ("scalar", Tensor::from(2.5f32)),
+            ("flags", Tensor::from_slice(&[true, false])),
+        ];
+        write_safetensors(&tensors, &path).unwrap();
+        let read = read(&path).unwrap();
+        let names: Vec<&str> = read.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["big", "empty", "flags", "ids", "scalar"]);
+        for (name, t) in &read {
+            let (_, original) = tensors.iter().find(|(n, _)| n == name).unwrap();
+            assert_eq!(t.kind(), original.kind(), "{name}");
+            assert!(t.equal(original), "{name}");
+        }
+        std::fs::write(&path, b"not safetensors").unwrap();
+        let err = format!("{:#}", super::read(&path).unwrap_err());
+        assert!(err.contains("not a safetensors file"), "{err}");
     }
 
     #[test]

@@ -380,7 +380,7 @@ impl Optimizer {
 
     /// Restores the state `save` wrote.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let tensors = Tensor::read_safetensors(path)
+        let tensors = crate::tensor_file::read(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         self.load_state(tensors)
             .with_context(|| format!("in {}", path.display()))
