@@ -4,6 +4,11 @@
 use anyhow::{bail, Result};
 use tch::{Device, Tensor};
 
+/// Tables of at most this many rows (or four times the batch) are deduplicated by marking the
+/// rows used rather than by sorting the batch's ids: a pass over the table's rows costs less
+/// than the sort.
+const DENSE_TABLE_ROWS: usize = 1024;
+
 /// The distinct global rows a batch touches and, per (example, field), which of them it uses.
 #[derive(Debug)]
 pub struct LookupIndex {
@@ -62,7 +67,6 @@ impl LookupIndex {
                 local.len()
             );
         }
-        let mut global: Vec<(i64, u32)> = Vec::with_capacity(local.len());
         for (pos, &i) in local.iter().enumerate() {
             let f = pos % fields;
             if i < 0 || i >= cardinalities[f] {
@@ -71,31 +75,125 @@ impl LookupIndex {
                     cardinalities[f]
                 );
             }
-            global.push((super::hash::bucket(i, rows[f]) + offsets[f], pos as u32));
         }
-        global.sort_unstable();
-        let mut unique: Vec<i64> = Vec::new();
+        // table by table: tables occupy consecutive row ranges in table order, so their distinct
+        // rows, each sorted, are the batch's distinct rows sorted
+        let batch = local.len() / fields;
+        let mut unique: Vec<i64> = Vec::with_capacity(local.len());
         let mut inverse = vec![0i64; local.len()];
-        for (row, pos) in global {
-            if unique.last() != Some(&row) {
-                unique.push(row);
+        let mut per_table = Vec::with_capacity(fields);
+        let (mut table_rows, mut seen, mut keyed) = (Vec::new(), Vec::new(), Vec::new());
+        for f in 0..fields {
+            let first = unique.len();
+            let n = rows[f];
+            table_rows.clear();
+            table_rows.extend((0..batch).map(|e| super::hash::bucket(local[e * fields + f], n)));
+            if n as usize <= DENSE_TABLE_ROWS.max(4 * batch) {
+                // a small table: mark the rows used, number them in row order, no sort
+                seen.clear();
+                seen.resize(n as usize, u32::MAX);
+                for &r in &table_rows {
+                    seen[r as usize] = 0;
+                }
+                for (r, slot) in seen.iter_mut().enumerate() {
+                    if *slot == 0 {
+                        *slot = unique.len() as u32;
+                        unique.push(offsets[f] + r as i64);
+                    }
+                }
+                for (e, &r) in table_rows.iter().enumerate() {
+                    inverse[e * fields + f] = seen[r as usize] as i64;
+                }
+            } else {
+                keyed.clear();
+                keyed.extend(table_rows.iter().enumerate().map(|(e, &r)| (r, e as u32)));
+                keyed.sort_unstable();
+                for &(r, e) in &keyed {
+                    if unique.len() == first || unique.last() != Some(&(offsets[f] + r)) {
+                        unique.push(offsets[f] + r);
+                    }
+                    inverse[e as usize * fields + f] = unique.len() as i64 - 1;
+                }
             }
-            inverse[pos as usize] = unique.len() as i64 - 1;
+            per_table.push((unique.len() - first) as i64);
         }
-        let ends = offsets.iter().zip(rows).map(|(&off, &n)| off + n);
-        let per_table = ends
-            .scan(0usize, |start, end| {
-                let stop = *start + unique[*start..].partition_point(|&r| r < end);
-                let count = (stop - *start) as i64;
-                *start = stop;
-                Some(count)
-            })
-            .collect();
         Ok(LookupIndex {
-            batch: (local.len() / fields) as i64,
+            batch: batch as i64,
             per_table,
             unique: Tensor::from_slice(&unique).to_device(device),
             inverse: Tensor::from_slice(&inverse).to_device(device),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The index against its definition: the sorted distinct global rows, each example's position
+    /// among them, and how many fall in each table; for tables deduplicated by marking (small)
+    /// and by sorting (large), hashed or not, at several batch sizes.
+    #[test]
+    fn index_is_its_definition() {
+        let cardinalities = [3i64, 5000, 1, 2000, 40_000];
+        // the last two hashed into fewer rows
+        let rows = [3i64, 5000, 1, 700, 9000];
+        let offsets: Vec<i64> = rows
+            .iter()
+            .scan(0, |acc, &n| {
+                *acc += n;
+                Some(*acc - n)
+            })
+            .collect();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for batch in [1usize, 7, 300] {
+            let local: Vec<i64> = (0..batch)
+                .flat_map(|_| cardinalities.map(|n| n))
+                .map(|n| {
+                    // skewed: most ids among the first few, as in click logs
+                    let id = (next() % n as u64) as i64;
+                    if next() % 2 == 0 {
+                        id % 4
+                    } else {
+                        id
+                    }
+                })
+                .collect();
+            let index =
+                LookupIndex::hashed(&local, &offsets, &cardinalities, &rows, Device::Cpu).unwrap();
+            let global: Vec<i64> = local
+                .iter()
+                .enumerate()
+                .map(|(pos, &i)| i % rows[pos % 5] + offsets[pos % 5])
+                .collect();
+            let mut want_unique = global.clone();
+            want_unique.sort_unstable();
+            want_unique.dedup();
+            let unique = Vec::<i64>::try_from(&index.unique).unwrap();
+            assert_eq!(unique, want_unique, "batch {batch}");
+            let inverse = Vec::<i64>::try_from(&index.inverse).unwrap();
+            for (pos, &g) in global.iter().enumerate() {
+                assert_eq!(
+                    unique[inverse[pos] as usize], g,
+                    "batch {batch}, entry {pos}"
+                );
+            }
+            let want_per_table: Vec<i64> = (0..5)
+                .map(|t| {
+                    let range = offsets[t]..offsets[t] + rows[t];
+                    unique.iter().filter(|r| range.contains(r)).count() as i64
+                })
+                .collect();
+            assert_eq!(index.per_table, want_per_table, "batch {batch}");
+            assert_eq!(index.batch, batch as i64);
+        }
+        let err = LookupIndex::new(&[0, 5], &[0, 3], &[3, 4], Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("index 5 of field 1"), "{err}");
     }
 }
