@@ -88,15 +88,15 @@ mod tests {
             big.sum(Kind::Double).double_value(&[]),
             0.5 * (1 << 22) as f64
         );
-        // where the kernel grants huge pages on request, the filled pages are huge ones
+        // where the kernel grants huge pages on request (and says so in smaps; a sandboxed
+        // kernel may not), the filled pages are huge ones
         let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
         if mode.is_ok_and(|m| m.contains("[madvise]") || m.contains("[always]")) {
             // (the advice splits the mapping: the part from the first whole huge page on)
-            let kib = huge_kib_at((big.data_ptr() as usize).next_multiple_of(HUGE_PAGE));
-            assert!(
-                kib.is_some_and(|kib| kib >= 2048),
-                "{kib:?} KiB of huge pages"
-            );
+            match huge_kib_at((big.data_ptr() as usize).next_multiple_of(HUGE_PAGE)) {
+                Some(kib) => assert!(kib >= 2048, "{kib} KiB of huge pages"),
+                None => eprintln!("no AnonHugePages in /proc/self/smaps: values checked only"),
+            }
         }
     }
 }
