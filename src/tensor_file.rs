@@ -123,6 +123,18 @@ pub fn save_var_store(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
     write_safetensors(&vars, path)
 }
 
+/// A memory map of the safetensors file at `path`, the length of its header and its metadata.
+fn map_file(path: &Path) -> Result<(memmap2::Mmap, usize, safetensors::tensor::Metadata)> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: the file is only read, and not expected to change while it is (the run's own files)
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("cannot map {}", path.display()))?;
+    let (header, metadata) = safetensors::SafeTensors::read_metadata(&map)
+        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e:?})", path.display()))?;
+    Ok((map, header, metadata))
+}
+
 /// Bytes of a variable copied from the file before its pages are let go.
 const LOAD_PIECE_BYTES: usize = 8 << 20;
 
@@ -132,13 +144,7 @@ const LOAD_PIECE_BYTES: usize = 8 << 20;
 /// whole tensor's where it is not a contiguous CPU one), not the file and a tensor of each
 /// beside them.
 pub fn load_into<S: AsRef<str>, T: AsRef<Tensor>>(vars: &[(S, T)], path: &Path) -> Result<()> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: the file is only read, and not expected to change while it is (the run's own files)
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .with_context(|| format!("cannot map {}", path.display()))?;
-    let (header, metadata) = safetensors::SafeTensors::read_metadata(&map)
-        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e:?})", path.display()))?;
+    let (map, header, metadata) = map_file(path)?;
     let infos = metadata.tensors();
     let data_start = 8 + header;
     for (name, var) in vars {
@@ -201,13 +207,7 @@ pub fn load_into<S: AsRef<str>, T: AsRef<Tensor>>(vars: &[(S, T)], path: &Path) 
 /// `load_into`: unlike `Tensor::read_safetensors`, which reads the whole file into memory and
 /// copies each tensor out of it, the file is never held beside the tensors.
 pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: as in `load_into`
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .with_context(|| format!("cannot map {}", path.display()))?;
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&map)
-        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e:?})", path.display()))?;
+    let (_, _, metadata) = map_file(path)?;
     let mut tensors = metadata
         .tensors()
         .into_iter()
