@@ -183,8 +183,16 @@ impl MemoryBudget {
 mod tests {
     use super::*;
 
+    /// The process has one peak: the tests that read it across a reset take turns (another
+    /// test's reset between a read and the next made the peak fall under the first read).
+    fn peak_turn() -> std::sync::MutexGuard<'static, ()> {
+        static PEAK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        PEAK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn peak_rss_is_read_and_reset() {
+        let _turn = peak_turn();
         let before = peak_rss_bytes().expect("Linux reports VmHWM");
         {
             let big = vec![1u8; 64 << 20];
@@ -200,6 +208,7 @@ mod tests {
 
     #[test]
     fn phases_record_their_own_peaks() {
+        let _turn = peak_turn();
         let mut phases = PhasePeaks::default();
         phases.start("big");
         {
