@@ -20,38 +20,34 @@ struct TensorView<'a> {
     shape: Vec<usize>,
 }
 
+/// The tensor kinds safetensors files hold, with their safetensors types.
+const KINDS: [(Kind, Dtype); 10] = [
+    (Kind::Bool, Dtype::BOOL),
+    (Kind::Uint8, Dtype::U8),
+    (Kind::Int8, Dtype::I8),
+    (Kind::Int16, Dtype::I16),
+    (Kind::Int, Dtype::I32),
+    (Kind::Int64, Dtype::I64),
+    (Kind::BFloat16, Dtype::BF16),
+    (Kind::Half, Dtype::F16),
+    (Kind::Float, Dtype::F32),
+    (Kind::Double, Dtype::F64),
+];
+
 /// The safetensors type of a tensor kind.
 fn dtype_of(name: &str, kind: Kind) -> Result<Dtype> {
-    Ok(match kind {
-        Kind::Bool => Dtype::BOOL,
-        Kind::Uint8 => Dtype::U8,
-        Kind::Int8 => Dtype::I8,
-        Kind::Int16 => Dtype::I16,
-        Kind::Int => Dtype::I32,
-        Kind::Int64 => Dtype::I64,
-        Kind::BFloat16 => Dtype::BF16,
-        Kind::Half => Dtype::F16,
-        Kind::Float => Dtype::F32,
-        Kind::Double => Dtype::F64,
-        kind => anyhow::bail!("tensor {name}: {kind:?} cannot be written as safetensors"),
-    })
+    match KINDS.iter().find(|(k, _)| *k == kind) {
+        Some(&(_, dtype)) => Ok(dtype),
+        None => anyhow::bail!("tensor {name}: {kind:?} cannot be written as safetensors"),
+    }
 }
 
 /// The tensor kind of a safetensors type.
 fn kind_of(name: &str, dtype: Dtype) -> Result<Kind> {
-    Ok(match dtype {
-        Dtype::BOOL => Kind::Bool,
-        Dtype::U8 => Kind::Uint8,
-        Dtype::I8 => Kind::Int8,
-        Dtype::I16 => Kind::Int16,
-        Dtype::I32 => Kind::Int,
-        Dtype::I64 => Kind::Int64,
-        Dtype::BF16 => Kind::BFloat16,
-        Dtype::F16 => Kind::Half,
-        Dtype::F32 => Kind::Float,
-        Dtype::F64 => Kind::Double,
-        dtype => anyhow::bail!("tensor {name}: {dtype:?} has no tensor kind here"),
-    })
+    match KINDS.iter().find(|(_, d)| *d == dtype) {
+        Some(&(kind, _)) => Ok(kind),
+        None => anyhow::bail!("tensor {name}: {dtype:?} has no tensor kind here"),
+    }
 }
 
 impl<'a> TensorView<'a> {
@@ -144,7 +140,15 @@ const LOAD_PIECE_BYTES: usize = 8 << 20;
 /// whole tensor's where it is not a contiguous CPU one), not the file and a tensor of each
 /// beside them.
 pub fn load_into<S: AsRef<str>, T: AsRef<Tensor>>(vars: &[(S, T)], path: &Path) -> Result<()> {
-    let (map, header, metadata) = map_file(path)?;
+    copy_from_map(vars, &map_file(path)?, path)
+}
+
+/// `load_into` from the file's map, header length and metadata (`map_file`).
+fn copy_from_map<S: AsRef<str>, T: AsRef<Tensor>>(
+    vars: &[(S, T)],
+    (map, header, metadata): &(memmap2::Mmap, usize, safetensors::tensor::Metadata),
+    path: &Path,
+) -> Result<()> {
     let infos = metadata.tensors();
     let data_start = 8 + header;
     for (name, var) in vars {
@@ -207,7 +211,8 @@ pub fn load_into<S: AsRef<str>, T: AsRef<Tensor>>(vars: &[(S, T)], path: &Path) 
 /// `load_into`: unlike `Tensor::read_safetensors`, which reads the whole file into memory and
 /// copies each tensor out of it, the file is never held beside the tensors.
 pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let (_, _, metadata) = map_file(path)?;
+    let mapped = map_file(path)?;
+    let (_, _, metadata) = &mapped;
     let mut tensors = metadata
         .tensors()
         .into_iter()
@@ -220,7 +225,7 @@ pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>> {
         .collect::<Result<Vec<_>>>()
         .with_context(|| format!("in {}", path.display()))?;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    load_into(&tensors, path)?;
+    copy_from_map(&tensors, &mapped, path)?;
     Ok(tensors)
 }
 
