@@ -82,6 +82,9 @@ impl LookupIndex {
         let mut unique: Vec<i64> = Vec::with_capacity(local.len());
         let mut inverse = vec![0i64; local.len()];
         let mut per_table = Vec::with_capacity(fields);
+        // a small table's rows: unused, used but not numbered yet, or their place in `unique`
+        const UNUSED: u32 = u32::MAX;
+        const USED: u32 = u32::MAX - 1;
         let (mut table_rows, mut seen, mut keyed) = (Vec::new(), Vec::new(), Vec::new());
         for f in 0..fields {
             let first = unique.len();
@@ -91,12 +94,12 @@ impl LookupIndex {
             if n as usize <= DENSE_TABLE_ROWS.max(4 * batch) {
                 // a small table: mark the rows used, number them in row order, no sort
                 seen.clear();
-                seen.resize(n as usize, u32::MAX);
+                seen.resize(n as usize, UNUSED);
                 for &r in &table_rows {
-                    seen[r as usize] = 0;
+                    seen[r as usize] = USED;
                 }
                 for (r, slot) in seen.iter_mut().enumerate() {
-                    if *slot == 0 {
+                    if *slot == USED {
                         *slot = unique.len() as u32;
                         unique.push(offsets[f] + r as i64);
                     }
@@ -109,7 +112,8 @@ impl LookupIndex {
                 keyed.extend(table_rows.iter().enumerate().map(|(e, &r)| (r, e as u32)));
                 keyed.sort_unstable();
                 for &(r, e) in &keyed {
-                    if unique.len() == first || unique.last() != Some(&(offsets[f] + r)) {
+                    // (another table's rows lie outside this one's range: no row repeats across)
+                    if unique.last() != Some(&(offsets[f] + r)) {
                         unique.push(offsets[f] + r);
                     }
                     inverse[e as usize * fields + f] = unique.len() as i64 - 1;
