@@ -32,6 +32,14 @@ pub fn parts_for(work: usize) -> usize {
     threads.min(work / MIN_WORK_PER_PART).max(1)
 }
 
+/// Rows per part: `n` rows of `work` element operations in all, in about equal runs.
+pub fn row_parts(n: usize, work: usize) -> Vec<usize> {
+    let parts = parts_for(work).min(n).max(1);
+    (0..parts)
+        .map(|i| (i + 1) * n / parts - i * n / parts)
+        .collect()
+}
+
 /// Runs every part (compiled for AVX2 where the CPU has it, as `dispatch`), spread over
 /// libtorch's OpenMP team; returns when all have run. A part's panic is raised again here.
 pub fn run_parts<K: Kernel + Send>(parts: Vec<K>) {

@@ -18,7 +18,10 @@
 //! The CIN's rate is printed as training runs it (`Cin::forward_recomputing` and its own
 //! backward pass, which recomputes the outer products instead of keeping them), through autograd
 //! (`Cin::forward`, the evaluation and export path, differentiated by libtorch) and in
-//! DeepCTR-Torch's formulation.
+//! DeepCTR-Torch's formulation. AutoInt's likewise: as training runs it (`AttentionTape`: one
+//! projection GEMM per layer and the attention in loops, with their own backward pass; it
+//! executes the useful FLOPs), through autograd (`InteractingLayer::forward`, reassociated) and
+//! in DeepCTR-Torch's formulation.
 //!
 //! Rates are measured in alternating rounds (square GEMM, the layer as implemented, the layer
 //! in DeepCTR-Torch's formulation), medians over the rounds, so that a shared machine's load
@@ -30,7 +33,7 @@ use mlet::config::{
     AutointConfig, EmbeddingConfig, EmbeddingKind, Family, LossReduction, ModelConfig, TableInit,
     XdeepfmConfig,
 };
-use mlet::layers::{Cin, InteractingLayer};
+use mlet::layers::{AttentionTape, Cin, InteractingLayer};
 use mlet::models::{CtrModel, InputShape};
 use mlet::training::{train_step, Optimizer};
 
@@ -153,6 +156,16 @@ impl LayerRun {
             let tape = cin.forward_recomputing(&self.x);
             (&tape.output * &self.grad).sum(Kind::Float).backward();
             drop(cin.backward_recomputing(&tape));
+        });
+        Rate::of(self.flops, s)
+    }
+
+    /// AutoInt's layers as training runs them: loops outside autograd, their own backward pass.
+    fn attention_training_rate(&self, layers: &[InteractingLayer]) -> Rate {
+        let s = seconds_per_call(0.5, || {
+            let tape = AttentionTape::record(layers, &self.x).expect("f32 on the CPU");
+            (&tape.output * &self.grad).sum(Kind::Float).backward();
+            drop(tape.backward(layers));
         });
         Rate::of(self.flops, s)
     }
@@ -283,6 +296,7 @@ fn layer_rates(s: &Settings) {
             r.push(cin_run.cin_training_rate(&cin));
             r.push(att_run.rate(&attend));
             r.push(att_run.rate(&attend_deepctr));
+            r.push(att_run.attention_training_rate(&attention));
             rounds.push(r);
         }
         let m = column_medians(&rounds);
@@ -323,7 +337,8 @@ fn layer_rates(s: &Settings) {
             ),
             ("CIN through autograd", m[6]),
             ("CIN, DeepCTR form", m[7]),
-            ("AutoInt 3 layers fwd+bwd", m[9]),
+            ("AutoInt as trained", m[11]),
+            ("AutoInt through autograd", m[9]),
             ("AutoInt, DeepCTR form", m[10]),
         ];
         for (name, rate) in rows {

@@ -1,6 +1,9 @@
 //! AutoInt's interacting layer (Song et al. 2019), as DeepCTR-Torch's `InteractingLayer`:
 //! multi-head self-attention over the fields, unscaled, with a residual projection and ReLU.
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
+
+use super::attention_loops::{self, Heads};
+use crate::grad::add_to_grad;
 
 /// One interacting layer over `d`-wide field embeddings with `heads` heads of width `d/heads`.
 #[derive(Debug)]
@@ -79,6 +82,23 @@ impl InteractingLayer {
         out.relu()
     }
 
+    /// `[W_Query | W_key | W_Value | W_Res]`: `[d, width]`, in the order of `Heads`' columns.
+    fn weights(&self) -> Vec<&Tensor> {
+        [&self.query, &self.key, &self.value]
+            .into_iter()
+            .chain(&self.residual)
+            .collect()
+    }
+
+    fn heads_of(&self, x: &Tensor) -> Heads {
+        Heads {
+            fields: x.size()[1] as usize,
+            dim: x.size()[2] as usize,
+            heads: self.heads as usize,
+            residual: self.residual.is_some(),
+        }
+    }
+
     /// `{prefix}W_Query`, `W_key`, `W_Value` (and `W_Res` with the residual), each `[d, d]`.
     pub fn state_dict(&self, prefix: &str) -> Vec<(String, Tensor)> {
         let mut out = vec![
@@ -90,5 +110,95 @@ impl InteractingLayer {
             out.push((format!("{prefix}W_Res"), r.shallow_clone()));
         }
         out
+    }
+}
+
+/// Stacked interacting layers run for training outside autograd, with a backward pass of their
+/// own ([`AttentionTape::backward`]): the projections of every layer in one GEMM, the attention
+/// of each sample in loops that keep it in cache (`attention_loops`). Equal to the layers'
+/// [`InteractingLayer::forward`] up to rounding.
+pub struct AttentionTape {
+    /// The last layer's output `[B, F, d]`, a leaf: the loss's backward pass leaves its
+    /// gradient here.
+    pub output: Tensor,
+    layers: Vec<LayerTape>,
+}
+
+/// What one layer's backward pass reads.
+struct LayerTape {
+    /// The input `[B·F, d]`.
+    x: Tensor,
+    /// `[W_Query | W_key | W_Value | W_Res]`.
+    weight: Tensor,
+    /// `x · weight`.
+    projections: Tensor,
+    softmax: Tensor,
+    output: Tensor,
+    heads: Heads,
+}
+
+impl AttentionTape {
+    /// The layers' training forward pass over `x` `[B, F, d]`; `None` where the loops cannot
+    /// run (not contiguous f32 on the CPU), and the layers run through autograd instead.
+    pub fn record(layers: &[InteractingLayer], x: &Tensor) -> Option<AttentionTape> {
+        if x.kind() != Kind::Float || x.device() != tch::Device::Cpu || layers.is_empty() {
+            return None;
+        }
+        tch::no_grad(|| {
+            let mut h = x.detach().contiguous();
+            let mut tapes = Vec::with_capacity(layers.len());
+            for layer in layers {
+                let heads = layer.heads_of(&h);
+                let x = h.view([-1, heads.dim as i64]);
+                let weight = Tensor::cat(&layer.weights(), 1);
+                let projections = x.mm(&weight);
+                let (output, softmax) = attention_loops::forward(&projections, heads)?;
+                h = output.shallow_clone();
+                tapes.push(LayerTape {
+                    x,
+                    weight,
+                    projections,
+                    softmax,
+                    output,
+                    heads,
+                });
+            }
+            Some(AttentionTape {
+                output: h.set_requires_grad(true),
+                layers: tapes,
+            })
+        })
+    }
+
+    /// The backward pass of [`AttentionTape::record`], once the loss's backward pass has given
+    /// `output` its gradient: adds the layers' weight gradients to theirs and returns the
+    /// input's gradient `[B, F, d]` (zeros if the output got none).
+    pub fn backward(&self, layers: &[InteractingLayer]) -> Tensor {
+        let g = self.output.grad();
+        if !g.defined() {
+            return self.output.zeros_like().detach();
+        }
+        tch::no_grad(|| {
+            let mut grad = g.contiguous();
+            for (layer, t) in layers.iter().zip(&self.layers).rev() {
+                let dim = t.heads.dim as i64;
+                let grad_p = attention_loops::backward(
+                    &t.projections,
+                    &t.softmax,
+                    &t.output,
+                    &grad,
+                    t.heads,
+                )
+                .expect("the forward pass ran the same loops on the same tensors");
+                let grad_weight = t.x.tr().mm(&grad_p);
+                for (w, g) in layer.weights().into_iter().zip(grad_weight.split(dim, 1)) {
+                    add_to_grad(w, &g);
+                }
+                grad = grad_p
+                    .mm(&t.weight.tr())
+                    .view([-1, t.heads.fields as i64, dim]);
+            }
+            grad
+        })
     }
 }

@@ -8,7 +8,7 @@
 use tch::Tensor;
 
 use crate::cpu_f32::{fusable, slice, slice_mut, take, take_mut};
-use crate::parallel::{parts_for, run_parts};
+use crate::parallel::{row_parts, run_parts};
 use crate::simd::Kernel;
 
 /// `[N, F]` → `[N, F(F+1)/2]`: `x[n, h] · x[n, m]` for `h ≤ m`, pairs in the order `(0, 0),
@@ -100,14 +100,6 @@ pub(super) fn outer_backward(
         .collect();
     run_parts(parts);
     Some((grad_hidden, grad_x))
-}
-
-/// Rows per part: `n` rows of `work` element operations in all, in about equal runs.
-fn row_parts(n: usize, work: usize) -> Vec<usize> {
-    let parts = parts_for(work).min(n).max(1);
-    (0..parts)
-        .map(|i| (i + 1) * n / parts - i * n / parts)
-        .collect()
 }
 
 struct Pairs<'a> {

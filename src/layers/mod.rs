@@ -1,5 +1,6 @@
 //! Building blocks shared by the models.
 mod attention;
+mod attention_loops;
 mod cin;
 mod cin_loops;
 mod cross;
@@ -14,7 +15,7 @@ mod linear_part;
 mod mlp;
 mod mlp_block;
 
-pub use attention::InteractingLayer;
+pub use attention::{AttentionTape, InteractingLayer};
 pub use cin::{Cin, CinTape};
 pub use cross::CrossNet;
 pub use cross_v2::CrossNetV2;

@@ -28,7 +28,8 @@ use tch::{nn, nn::Module, Kind, Tensor};
 use super::setwise::mean_over_sets;
 use super::{Features, Network, NetworkShape};
 use crate::layers::{
-    bi_interaction, fm_cross_term, Cin, CinTape, CrossNet, Dnn, InteractingLayer, LinearPart,
+    bi_interaction, fm_cross_term, AttentionTape, Cin, CinTape, CrossNet, Dnn, InteractingLayer,
+    LinearPart,
 };
 
 /// DeepCTR-Torch's `init_std` for embeddings, the linear part and DNN weights.
@@ -221,9 +222,19 @@ pub struct DeepCtrModel {
     head_l2: HeadL2,
     /// `Network::activation_floats_per_row`, from the shapes.
     activation_floats: usize,
-    /// The CINs' tapes of the last training forward pass, one per set, for
-    /// `Network::backward_deferred`.
-    cin_tapes: RefCell<Vec<CinTape>>,
+    /// What the last training forward pass kept for `Network::backward_deferred`.
+    tapes: RefCell<Tapes>,
+}
+
+/// The interactions that compute their own backward pass in training, as recorded by the last
+/// training forward pass.
+#[derive(Default)]
+enum Tapes {
+    #[default]
+    None,
+    /// One per embedding set.
+    Cin(Vec<CinTape>),
+    Attention(AttentionTape),
 }
 
 impl DeepCtrModel {
@@ -354,7 +365,7 @@ impl DeepCtrModel {
             first_layers,
             head_l2: deep.head_l2,
             activation_floats,
-            cin_tapes: RefCell::new(Vec::new()),
+            tapes: RefCell::new(Tapes::None),
         }
     }
 
@@ -401,7 +412,7 @@ impl Network for DeepCtrModel {
                         .map(|(c, e)| c.forward_recomputing(e))
                         .collect();
                     let outputs = tapes.iter().map(|t| t.output.shallow_clone()).collect();
-                    *self.cin_tapes.borrow_mut() = tapes;
+                    *self.tapes.borrow_mut() = Tapes::Cin(tapes);
                     outputs
                 } else {
                     cins.iter().zip(&sets).map(|(c, e)| c.forward(e)).collect()
@@ -413,10 +424,20 @@ impl Network for DeepCtrModel {
         let deep = if self.first_layers.is_empty() {
             let attended = match &self.interaction {
                 Built::Attention(layers) if !layers.is_empty() => {
-                    let mut h = x.emb.shallow_clone();
-                    for layer in layers {
-                        h = layer.forward(&h);
-                    }
+                    // training: the layers' own backward pass in `backward_deferred`
+                    let tape = (train && x.emb.requires_grad())
+                        .then(|| AttentionTape::record(layers, x.emb))
+                        .flatten();
+                    let h = match tape {
+                        Some(tape) => {
+                            let output = tape.output.shallow_clone();
+                            *self.tapes.borrow_mut() = Tapes::Attention(tape);
+                            output
+                        }
+                        None => layers
+                            .iter()
+                            .fold(x.emb.shallow_clone(), |h, layer| layer.forward(&h)),
+                    };
                     Some(h.flatten(1, -1))
                 }
                 _ => None,
@@ -497,20 +518,20 @@ impl Network for DeepCtrModel {
     }
 
     fn backward_deferred(&self) -> Option<Tensor> {
-        let tapes = std::mem::take(&mut *self.cin_tapes.borrow_mut());
-        let Built::Cin { cins, .. } = &self.interaction else {
-            return None;
-        };
-        if tapes.is_empty() {
-            return None;
+        let tapes = std::mem::take(&mut *self.tapes.borrow_mut());
+        match (tapes, &self.interaction) {
+            (Tapes::Cin(tapes), Built::Cin { cins, .. }) => {
+                let inputs: Vec<Tensor> = cins
+                    .iter()
+                    .zip(&tapes)
+                    .map(|(c, t)| c.backward_recomputing(t))
+                    .collect();
+                // the sets were chunks of the embeddings along the fields
+                Some(Tensor::cat(&inputs, 1))
+            }
+            (Tapes::Attention(tape), Built::Attention(layers)) => Some(tape.backward(layers)),
+            _ => None,
         }
-        let inputs: Vec<Tensor> = cins
-            .iter()
-            .zip(&tapes)
-            .map(|(c, t)| c.backward_recomputing(t))
-            .collect();
-        // the sets were chunks of the embeddings along the fields
-        Some(Tensor::cat(&inputs, 1))
     }
 
     fn deepctr_state_dict(&self) -> Vec<(String, Tensor)> {
