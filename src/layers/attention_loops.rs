@@ -251,6 +251,23 @@ fn times_transposed_block<const R: usize, const DH: usize, const C: usize>(
     }
 }
 
+/// The `R` rows of `coef` `[R, fields]`, checked long enough for [`coefficient`].
+#[inline(always)]
+fn coefficient_rows<const R: usize>(coef: &[f32], fields: usize) -> [&[f32]; R] {
+    assert!(coef.len() >= R * fields);
+    std::array::from_fn(|r| &coef[r * fields..(r + 1) * fields])
+}
+
+/// `row[g]` for `g < fields`, the length `coefficient_rows` checked: without the bounds check
+/// in the innermost loops, whose index arithmetic otherwise costs as many instructions as
+/// their vector work.
+#[inline(always)]
+fn coefficient(row: &[f32], g: usize) -> f32 {
+    debug_assert!(g < row.len());
+    // SAFETY: callers index rows from `coefficient_rows` with `g < fields`, their length
+    unsafe { *row.get_unchecked(g) }
+}
+
 /// `Σ_g coef[r·fields + g] · m[g]` for `r < R` (`m[g]`: row g's `DH` values from column `col`,
 /// rows of `stride`), `g` in order.
 #[inline(always)]
@@ -261,11 +278,13 @@ fn weighted<const R: usize, const DH: usize>(
     stride: usize,
     col: usize,
 ) -> [[f32; DH]; R] {
+    let coefs = coefficient_rows::<R>(coef, fields);
+    assert!(col + DH <= stride);
     let mut acc = [[0.0f32; DH]; R];
-    for g in 0..fields {
-        let v = head::<DH>(m, stride, col, g);
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let a = coef[r * fields + g];
+    for (g, m_row) in m.chunks_exact(stride).take(fields).enumerate() {
+        let v: &[f32; DH] = m_row[col..col + DH].try_into().unwrap();
+        for (acc, c) in acc.iter_mut().zip(&coefs) {
+            let a = coefficient(c, g);
             for (o, &x) in acc.iter_mut().zip(v) {
                 *o += a * x;
             }
@@ -285,11 +304,13 @@ fn scatter<const R: usize, const DH: usize>(
     stride: usize,
     col: usize,
 ) {
-    for g in 0..fields {
-        let t = head_mut::<DH>(target, stride, col, g);
+    let coefs = coefficient_rows::<R>(coef, fields);
+    assert!(col + DH <= stride);
+    for (g, t_row) in target.chunks_exact_mut(stride).take(fields).enumerate() {
+        let t: &mut [f32; DH] = (&mut t_row[col..col + DH]).try_into().unwrap();
         let mut acc = *t;
-        for (r, row) in rows.iter().enumerate() {
-            let a = coef[r * fields + g];
+        for (row, c) in rows.iter().zip(&coefs) {
+            let a = coefficient(c, g);
             for (o, &x) in acc.iter_mut().zip(row) {
                 *o += a * x;
             }
