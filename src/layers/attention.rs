@@ -114,7 +114,7 @@ impl InteractingLayer {
 }
 
 /// Stacked interacting layers run for training outside autograd, with a backward pass of their
-/// own ([`AttentionTape::backward`]): the projections of every layer in one GEMM, the attention
+/// own ([`AttentionTape::backward`]): each layer's four projections in one GEMM, the attention
 /// of each sample in loops that keep it in cache (`attention_loops`). Equal to the layers'
 /// [`InteractingLayer::forward`] up to rounding.
 pub struct AttentionTape {
@@ -139,7 +139,8 @@ struct LayerTape {
 
 impl AttentionTape {
     /// The layers' training forward pass over `x` `[B, F, d]`; `None` where the loops cannot
-    /// run (not contiguous f32 on the CPU), and the layers run through autograd instead.
+    /// run (not f32 on the CPU, or a head width `d/heads` they are not compiled for: not a power
+    /// of two up to 64), and the layers run through autograd instead.
     pub fn record(layers: &[InteractingLayer], x: &Tensor) -> Option<AttentionTape> {
         if x.kind() != Kind::Float || x.device() != tch::Device::Cpu || layers.is_empty() {
             return None;
