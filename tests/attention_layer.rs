@@ -158,11 +158,17 @@ fn training_path_without_a_gradient_gives_zeros() {
     assert!(vs.trainable_variables().iter().all(|w| !w.grad().defined()));
 }
 
-/// Elsewhere than f32 on the CPU the loops do not run: the caller falls back to autograd.
+/// Where the loops do not run (not f32, or a head width `d/heads` that is not a power of two
+/// up to 64) the tape is refused: the caller trains through autograd.
 #[test]
-fn training_path_is_refused_for_f64() {
+fn training_path_is_refused_where_the_loops_do_not_run() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let layers = [InteractingLayer::new(&vs.root(), 16, 2, true)];
+    let layers = [InteractingLayer::new(&(vs.root() / "a"), 16, 2, true)];
     let x = Tensor::randn([4, 26, 16], (Kind::Double, Device::Cpu));
     assert!(AttentionTape::record(&layers, &x).is_none());
+    let layers = [InteractingLayer::new(&(vs.root() / "b"), 12, 4, true)];
+    let x = Tensor::randn([4, 26, 12], (Kind::Float, Device::Cpu));
+    assert!(AttentionTape::record(&layers, &x).is_none());
+    let layers = [InteractingLayer::new(&(vs.root() / "c"), 12, 3, true)];
+    assert!(AttentionTape::record(&layers, &x).is_some());
 }
