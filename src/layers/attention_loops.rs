@@ -10,7 +10,7 @@
 //! or the CPU.
 use tch::Tensor;
 
-use crate::cpu_f32::{fusable, slice, slice_mut, take, take_mut};
+use crate::cpu_f32::{dot, fusable, slice, slice_mut, take, take_mut};
 use crate::parallel::{row_parts, run_parts};
 use crate::simd::Kernel;
 
@@ -386,20 +386,7 @@ fn softmax(scores: &mut [f32], out: &mut [f32]) {
 /// Softmax's backward pass for one row: `out = a ⊙ (grad_a − a·grad_a)`.
 #[inline(always)]
 fn softmax_backward(a: &[f32], grad_a: &[f32], out: &mut [f32]) {
-    let mut sum = [0.0f32; LANES];
-    let whole = a.len() / LANES * LANES;
-    for (ca, cg) in a[..whole]
-        .chunks_exact(LANES)
-        .zip(grad_a[..whole].chunks_exact(LANES))
-    {
-        for ((s, &x), &y) in sum.iter_mut().zip(ca).zip(cg) {
-            *s += x * y;
-        }
-    }
-    for ((s, &x), &y) in sum.iter_mut().zip(&a[whole..]).zip(&grad_a[whole..]) {
-        *s += x * y;
-    }
-    let centre: f32 = sum.iter().sum();
+    let centre = dot(a, grad_a);
     for ((o, &x), &g) in out.iter_mut().zip(a).zip(grad_a) {
         *o = x * (g - centre);
     }

@@ -7,7 +7,7 @@
 //! CPU. The callers keep libtorch versions for other devices, kinds and for autograd.
 use tch::Tensor;
 
-use crate::cpu_f32::{fusable, slice, slice_mut, take, take_mut};
+use crate::cpu_f32::{dot, fusable, slice, slice_mut, take, take_mut};
 use crate::parallel::{row_parts, run_parts};
 use crate::simd::Kernel;
 
@@ -191,26 +191,6 @@ impl Kernel for OuterBackward<'_> {
             }
         }
     }
-}
-
-/// `Σ a[i]·b[i]` in eight interleaved partial sums, added in a fixed order: vectorised, and
-/// the same bits on any CPU.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 8;
-    let mut acc = [0.0f32; LANES];
-    let (a8, b8) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (a8.remainder(), b8.remainder());
-    for (ca, cb) in a8.zip(b8) {
-        for l in 0..LANES {
-            acc[l] += ca[l] * cb[l];
-        }
-    }
-    let mut sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (&x, &y) in ra.iter().zip(rb) {
-        sum += x * y;
-    }
-    sum
 }
 
 #[cfg(test)]
