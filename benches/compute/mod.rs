@@ -309,7 +309,7 @@ fn layer_rates(s: &Settings) {
     println!(
         "GEMM rates: square 2048; CIN layer 2 ([B·d, H·F] × [H·F, H'], H = 128, F = 26, H' = \
          128) and its two gradient products on one slice of {slice_rows} rows; AutoInt's \
-         projection [B·F, d] × [d, d] and per-(sample, head) scores [F, d/2] × [d/2, F], \
+         projections [B·F, d] × [d, 4d] (Q, K, V, R) and per-(sample, head) scores [F, d/2] × [d/2, F], \
          d = 16"
     );
     let hf = 128 * FIELDS;
