@@ -151,14 +151,12 @@ fn attention_bmm_rate(batch: i64) -> Rate {
 
 /// Seconds of one interacting layer's softmax over the scores `[B, heads, F, F]`, forward and
 /// backward, in libtorch (vectorised, SLEEF's `exp`): work the target does not count.
-fn softmax_seconds(batch: i64, heads: i64) -> Seconds {
-    let opts = (Kind::Float, Device::Cpu);
-    let scores = Tensor::randn([batch, heads, FIELDS, FIELDS], opts);
-    let grad = Tensor::randn([batch, heads, FIELDS, FIELDS], opts);
+/// `scores` and the softmax's output gradient `grad` are `[B, heads, F, F]`.
+fn softmax_seconds(scores: &Tensor, grad: &Tensor) -> Seconds {
     seconds_per_call(0.3, || {
         let a = scores.internal_softmax(-1, false);
         drop(Tensor::internal_softmax_backward_data(
-            &grad,
+            grad,
             &a,
             -1,
             Kind::Float,
@@ -169,7 +167,7 @@ fn softmax_seconds(batch: i64, heads: i64) -> Seconds {
 /// The highest rate, as a fraction of the square GEMM's, that AutoInt's layers could reach on
 /// this machine if built from the parts measured beside them: the projections at their GEMM's
 /// rate, the score and weighting products (forward and backward) at the square GEMM's rate,
-/// the softmax at libtorch's speed, nothing else costing time. Wall-clock seconds per call.
+/// the softmax at libtorch's speed (`softmax`: seconds a layer), nothing else costing time.
 fn attention_ceiling(
     batch: i64,
     layers: usize,
@@ -178,9 +176,7 @@ fn attention_ceiling(
     square: Rate,
     softmax: f64,
 ) -> f64 {
-    let (f, d) = (FIELDS, DIM);
-    let projections = 3.0 * (batch * 2 * f * d * d * (3 + residual as i64)) as f64;
-    let products = 3.0 * (batch * 4 * f * f * d) as f64;
+    let (projections, products) = attention_layer_flops(batch, residual);
     let per_layer =
         projections / (projection.wall * 1e9) + products / (square.wall * 1e9) + softmax;
     attention_flops(batch, layers, residual) / (per_layer * layers as f64) / 1e9 / square.wall
@@ -259,9 +255,18 @@ fn cin_flops(
 
 /// Useful FLOPs of `layers` interacting layers' forward + backward (module docs).
 fn attention_flops(batch: i64, layers: usize, residual: bool) -> f64 {
+    let (projections, products) = attention_layer_flops(batch, residual);
+    (projections + products) * layers as f64
+}
+
+/// One interacting layer's useful FLOPs, forward + backward: its projections' and its score
+/// and weighting products'.
+fn attention_layer_flops(batch: i64, residual: bool) -> (f64, f64) {
     let (f, d) = (FIELDS, DIM);
-    let per_layer = 2 * f * d * d * (3 + residual as i64) + 4 * f * f * d;
-    3.0 * (batch * per_layer * layers as i64) as f64
+    (
+        3.0 * (batch * 2 * f * d * d * (3 + residual as i64)) as f64,
+        3.0 * (batch * 4 * f * f * d) as f64,
+    )
 }
 
 /// Median of each column of `rounds` rows.
@@ -306,11 +311,13 @@ fn layer_rates(s: &Settings) {
     };
     let width = Cin::output_width(&xd.cin_layer_size, xd.cin_split_half) as i64;
     let slice_rows = cin.rows_per_slice();
+    let projected = DIM * (3 + ai.att_res as i64);
     println!(
         "GEMM rates: square 2048; CIN layer 2 ([B·d, H·F] × [H·F, H'], H = 128, F = 26, H' = \
          128) and its two gradient products on one slice of {slice_rows} rows; AutoInt's \
-         projections [B·F, d] × [d, 4d] (Q, K, V, R) and per-(sample, head) scores [F, d/2] × [d/2, F], \
-         d = 16"
+         projections [B·F, d] × [d, {projected}] (Q, K, V{}) and per-(sample, head) scores \
+         [F, d/2] × [d/2, F], d = 16",
+        if ai.att_res { ", R" } else { "" }
     );
     let hf = 128 * FIELDS;
     let gemms = [
@@ -333,13 +340,17 @@ fn layer_rates(s: &Settings) {
             grad: Tensor::randn([b, FIELDS, DIM], opts),
             flops: attention_flops(b, ai.att_layer_num, ai.att_res),
         };
-        let projected = DIM * (3 + ai.att_res as i64);
         let projection = Gemm::new(
             "autoint x·[W_Q|W_K|W_V|W_R]",
             b * FIELDS,
             DIM,
             projected,
             false,
+        );
+        let scores_shape = [b, ai.att_head_num as i64, FIELDS, FIELDS];
+        let (scores, scores_grad) = (
+            Tensor::randn(scores_shape, opts),
+            Tensor::randn(scores_shape, opts),
         );
         let (mut rounds, mut softmax_wall) = (Vec::new(), Vec::new());
         for _ in 0..s.rounds {
@@ -352,7 +363,7 @@ fn layer_rates(s: &Settings) {
             r.push(att_run.rate(&attend));
             r.push(att_run.rate(&attend_deepctr));
             r.push(att_run.attention_training_rate(&attention));
-            softmax_wall.push(softmax_seconds(b, ai.att_head_num as i64).wall);
+            softmax_wall.push(softmax_seconds(&scores, &scores_grad).wall);
             rounds.push(r);
         }
         let m = column_medians(&rounds);
@@ -401,7 +412,8 @@ fn layer_rates(s: &Settings) {
             line(name, rate);
         }
         let layers = ai.att_layer_num;
-        let softmax = median(softmax_wall) * layers as f64;
+        let softmax_layer = median(softmax_wall);
+        let softmax = softmax_layer * layers as f64;
         let allowed = att_run.flops / (TARGET * square.wall * 1e9);
         println!(
             "  AutoInt's softmax, {layers} layers forward + backward in libtorch (not counted): \
@@ -410,8 +422,7 @@ fn layer_rates(s: &Settings) {
             softmax / allowed,
             allowed * 1e3
         );
-        let ceiling =
-            attention_ceiling(b, layers, ai.att_res, m[4], square, softmax / layers as f64);
+        let ceiling = attention_ceiling(b, layers, ai.att_res, m[4], square, softmax_layer);
         println!("  targets (at least {TARGET:.2} of the square GEMM's rate, wall-clock):");
         for (name, rate) in [("CIN as trained", m[8]), ("AutoInt as trained", m[11])] {
             let ratio = rate.wall / square.wall;
